@@ -21,6 +21,8 @@ REASON_CANNOT_DOWNLOAD: Final = "can not download"
 REASON_CANNOT_APPLY: Final = "can not apply"
 
 type SenmlValue = float | int | str | bool
+# What an MQTT client hands over: HA gives `str` or `bytes`, paho gives `bytes` or `bytearray`.
+type Payload = str | bytes | bytearray
 
 
 class ProtocolError(ValueError):
@@ -196,17 +198,17 @@ def parse_control_topic(topic: str) -> ControlTopic:
     return ControlTopic(control_channel=parts[1], device_id=parts[3], kind=kind)
 
 
-def _decode(payload: bytes | str) -> str:
+def _decode(payload: Payload) -> str:
     """Return the payload as text."""
-    if isinstance(payload, bytes):
+    if isinstance(payload, (bytes, bytearray)):
         try:
-            return payload.decode()
+            return bytes(payload).decode()
         except UnicodeDecodeError:
             raise ProtocolError("the payload is not UTF-8 text") from None
     return payload
 
 
-def _load_pack(payload: bytes | str) -> list[dict[str, Any]]:
+def _load_pack(payload: Payload) -> list[dict[str, Any]]:
     """Return the records of a SenML pack, checking only that it is a list of objects."""
     text = _decode(payload).strip()
     if not text:
@@ -245,7 +247,7 @@ def _values_by_name(pack: list[dict[str, Any]]) -> dict[str, SenmlValue]:
     return records
 
 
-def parse_senml(payload: bytes | str) -> dict[str, SenmlValue]:
+def parse_senml(payload: Payload) -> dict[str, SenmlValue]:
     """Return the records of a SenML payload by name, with their value."""
     return _values_by_name(_load_pack(payload))
 
@@ -275,7 +277,7 @@ def _as_str(value: SenmlValue | None) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
-def parse_ota_message(payload: bytes | str) -> OtaMessage | None:
+def parse_ota_message(payload: Payload) -> OtaMessage | None:
     """Parse a message seen on an `/ota` topic.
 
     Returns None for an empty payload, which clears a retained request. Raises `ProtocolError`
@@ -336,7 +338,7 @@ _STAT_KNOWN: Final = frozenset(
 )
 
 
-def parse_stat(payload: bytes | str) -> DeviceStat:
+def parse_stat(payload: Payload) -> DeviceStat:
     """Parse a `/stat` payload; unknown records are kept in `extra`."""
     records = parse_senml(payload)
     if not records:

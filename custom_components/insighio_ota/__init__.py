@@ -1,0 +1,60 @@
+"""insigh.io OTA: over-the-air updates of insigh.io devices through Home Assistant's MQTT."""
+
+from homeassistant.components import mqtt
+from homeassistant.const import Platform
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import ConfigEntryNotReady
+from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.typing import ConfigType
+
+from .catalogue import PackageCatalogue
+from .console import ConsoleClient
+from .const import CONF_API_KEY, CONF_CONSOLE_URL, DOMAIN
+from .coordinator import InsighioOtaConfigEntry, InsighioOtaCoordinator, InsighioOtaRuntimeData
+from .services import async_setup_services
+from .tracker import OtaTracker
+
+CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+PLATFORMS: list[Platform] = [Platform.UPDATE]
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Register the actions, which work for every config entry."""
+    async_setup_services(hass)
+    return True
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: InsighioOtaConfigEntry) -> bool:
+    """Load the devices, the packages and the jobs, then follow the devices' OTA topics."""
+    if not await mqtt.async_wait_for_mqtt_client(hass):
+        raise ConfigEntryNotReady(translation_domain=DOMAIN, translation_key="mqtt_unavailable")
+    client = ConsoleClient(
+        async_get_clientsession(hass), entry.data[CONF_CONSOLE_URL], token=entry.data[CONF_API_KEY]
+    )
+    coordinator = InsighioOtaCoordinator(hass, entry, client)
+    await coordinator.async_config_entry_first_refresh()
+    catalogue = PackageCatalogue(hass, entry.entry_id)
+    await catalogue.async_load()
+    tracker = OtaTracker(hass, entry.entry_id, lambda device_id: device_id in coordinator.data)
+    await tracker.async_load()
+    entry.runtime_data = InsighioOtaRuntimeData(client, coordinator, catalogue, tracker)
+    entry.async_on_unload(tracker.async_stop)
+
+    await tracker.async_subscribe(coordinator.control_channels)
+
+    @callback
+    def _follow_new_channels() -> None:
+        # A device added in another project of the account brings a new control channel.
+        entry.async_create_background_task(
+            hass, tracker.async_subscribe(coordinator.control_channels), "insighio_ota subscribe"
+        )
+
+    entry.async_on_unload(coordinator.async_add_listener(_follow_new_channels))
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    return True
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: InsighioOtaConfigEntry) -> bool:
+    """Unload the entities; the tracker stops through `async_on_unload`."""
+    return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)

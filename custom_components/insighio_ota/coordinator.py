@@ -1,0 +1,69 @@
+"""The console's device list, polled slowly; everything about an OTA itself arrives over MQTT."""
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ConfigEntryAuthFailed
+from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
+
+from .console import ConsoleAuthenticationError, ConsoleClient, ConsoleDevice, ConsoleError
+from .const import DEVICE_LIST_INTERVAL, DOMAIN, LOGGER
+
+if TYPE_CHECKING:
+    from .catalogue import PackageCatalogue
+    from .tracker import OtaTracker
+
+
+@dataclass(slots=True)
+class InsighioOtaRuntimeData:
+    """What a loaded config entry holds."""
+
+    client: ConsoleClient
+    coordinator: InsighioOtaCoordinator
+    catalogue: PackageCatalogue
+    tracker: OtaTracker
+
+
+type InsighioOtaConfigEntry = ConfigEntry[InsighioOtaRuntimeData]
+
+
+class InsighioOtaCoordinator(DataUpdateCoordinator[dict[str, ConsoleDevice]]):
+    """Keeps the console's devices of the account, by device id."""
+
+    config_entry: InsighioOtaConfigEntry
+
+    def __init__(
+        self, hass: HomeAssistant, entry: InsighioOtaConfigEntry, client: ConsoleClient
+    ) -> None:
+        """Poll the console's device list with the stored API key."""
+        super().__init__(
+            hass,
+            LOGGER,
+            config_entry=entry,
+            name=DOMAIN,
+            update_interval=DEVICE_LIST_INTERVAL,
+        )
+        self.client = client
+
+    async def _async_update_data(self) -> dict[str, ConsoleDevice]:
+        """Fetch the device list; a revoked key asks the user to sign in again."""
+        try:
+            devices = await self.client.list_devices()
+        except ConsoleAuthenticationError as err:
+            raise ConfigEntryAuthFailed(
+                translation_domain=DOMAIN, translation_key="invalid_auth"
+            ) from err
+        except ConsoleError as err:
+            raise UpdateFailed(
+                translation_domain=DOMAIN,
+                translation_key="console_unavailable",
+                translation_placeholders={"error": str(err)},
+            ) from err
+        return {device.device_id: device for device in devices}
+
+    @property
+    def control_channels(self) -> set[str]:
+        """Return the control channels of the known devices."""
+        return {device.control_channel for device in (self.data or {}).values()}

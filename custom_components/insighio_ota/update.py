@@ -1,0 +1,130 @@
+"""One firmware `update` entity per device, backed by the registered console packages."""
+
+from typing import Any
+
+from homeassistant.components.update import (
+    UpdateDeviceClass,
+    UpdateEntity,
+    UpdateEntityFeature,
+)
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .const import DOMAIN
+from .coordinator import InsighioOtaConfigEntry
+from .entity import InsighioOtaEntity
+
+# Installs are serialised by the tracker per device; requests to different devices are
+# independent MQTT publishes, so HA need not limit them.
+PARALLEL_UPDATES = 0
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: InsighioOtaConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Add an update entity for each device, and for every device the console lists later."""
+    coordinator = entry.runtime_data.coordinator
+    known: set[str] = set()
+
+    @callback
+    def _add_new_devices() -> None:
+        new = coordinator.data.keys() - known
+        known.update(new)
+        async_add_entities(InsighioOtaUpdate(entry, device_id) for device_id in sorted(new))
+
+    _add_new_devices()
+    entry.async_on_unload(coordinator.async_add_listener(_add_new_devices))
+
+
+class InsighioOtaUpdate(InsighioOtaEntity, UpdateEntity):
+    """The application software of a device, updated over the air."""
+
+    _attr_device_class = UpdateDeviceClass.FIRMWARE
+    _attr_supported_features = (
+        UpdateEntityFeature.INSTALL
+        | UpdateEntityFeature.PROGRESS
+        | UpdateEntityFeature.SPECIFIC_VERSION
+        | UpdateEntityFeature.RELEASE_NOTES
+    )
+    _attr_title = "insighioNode"
+
+    def __init__(self, entry: InsighioOtaConfigEntry, device_id: str) -> None:
+        """Create the entity of one device."""
+        super().__init__(entry, device_id)
+        self._attr_unique_id = f"{device_id}_firmware"
+
+    @property
+    def installed_version(self) -> str | None:
+        """Return the confirmed package's label, else the software /stat reported."""
+        return self.runtime_data.tracker.installed_version(self.device_id)
+
+    @property
+    def latest_version(self) -> str | None:
+        """Return the newest registered package's label."""
+        latest = self.runtime_data.catalogue.latest
+        return latest.version if latest else None
+
+    @property
+    def in_progress(self) -> bool:
+        """Return True from the request until the device has applied and rebooted."""
+        return self.runtime_data.tracker.in_progress(self.device_id)
+
+    @property
+    def release_summary(self) -> str | None:
+        """Return the first line of the latest package's release notes."""
+        latest = self.runtime_data.catalogue.latest
+        if latest is None or not latest.release_notes:
+            return None
+        return latest.release_notes.strip().splitlines()[0][:255]
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any]:
+        """Return the device's last OTA job, for automations and the UI."""
+        job = self.runtime_data.tracker.job(self.device_id)
+        if job is None:
+            return {}
+        return {
+            "ota_state": job.state.value,
+            "ota_file_id": job.file_id,
+            "ota_version": job.version,
+            "ota_reason": job.reason,
+        }
+
+    def version_is_newer(self, latest_version: str, installed_version: str) -> bool:
+        """Compare by registration order: labels are free text, not semantic versions."""
+        catalogue = self.runtime_data.catalogue
+        latest = catalogue.order_of(latest_version)
+        installed = catalogue.order_of(installed_version)
+        if latest is None:
+            return False
+        return installed is None or latest > installed
+
+    async def async_install(self, version: str | None, backup: bool, **kwargs: Any) -> None:
+        """Publish the OTA request; the device picks it up at its next wake."""
+        catalogue = self.runtime_data.catalogue
+        package = catalogue.by_version(version) if version is not None else catalogue.latest
+        if package is None:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="unknown_version",
+                translation_placeholders={"version": str(version)},
+            )
+        device = self.coordinator.data[self.device_id]
+        await self.runtime_data.tracker.async_request(
+            self.device_id, device.control_channel, package
+        )
+
+    async def async_release_notes(self) -> str | None:
+        """Return the latest package's release notes (markdown)."""
+        latest = self.runtime_data.catalogue.latest
+        return latest.release_notes if latest else None
+
+    async def async_added_to_hass(self) -> None:
+        """Also follow new package registrations."""
+        await super().async_added_to_hass()
+        self.async_on_remove(
+            self.runtime_data.catalogue.async_add_listener(self.async_write_ha_state)
+        )

@@ -1,0 +1,1 @@
+"""Tests of the insigh.io OTA integration."""

@@ -1,0 +1,132 @@
+"""Fixtures shared by the unit tests: a console account with devices, and a loaded entry."""
+
+from collections.abc import AsyncGenerator, Generator
+import json
+from typing import Any
+
+from homeassistant.const import CONF_EMAIL
+from homeassistant.core import HomeAssistant
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.test_util.aiohttp import AiohttpClientMocker
+
+# Imported first so that our `custom_components` package wins over the one the test plugin
+# ships, which would otherwise shadow it.
+import custom_components.insighio_ota  # noqa: F401
+from custom_components.insighio_ota.const import (
+    CONF_API_KEY,
+    CONF_API_KEY_ID,
+    CONF_CONSOLE_URL,
+    DOMAIN,
+)
+
+CONSOLE_URL = "https://console.example.test"
+API = f"{CONSOLE_URL}/mf-rproxy"
+DATA_CHANNEL = "d0d0d0d0-0000-4000-8000-000000000001"
+CONTROL_CHANNEL = "c0c0c0c0-0000-4000-8000-000000000002"
+DEVICE_ID = "11111111-1111-4111-8111-111111111111"
+DEVICE_KEY = "a7a7a7a7-dead-4bee-8f00-0000000000ff"
+OTHER_DEVICE_ID = "22222222-2222-4222-8222-222222222222"
+API_KEY = "api-key-value-secret"
+PACKAGE_ID = "4f1c2a9e"
+PACKAGE_BYTES = b"x" * 3987
+
+
+def console_device(device_id: str, name: str, key: str = DEVICE_KEY) -> dict[str, Any]:
+    """Return a device as the console's device list gives it."""
+    return {
+        "id": device_id,
+        "name": name,
+        "key": key,
+        "metadata": {"dataChannel": DATA_CHANNEL, "controlChannel": CONTROL_CHANNEL},
+    }
+
+
+def ota_topic(device_id: str = DEVICE_ID) -> str:
+    """Return a device's /ota topic."""
+    return f"channels/{CONTROL_CHANNEL}/messages/{device_id}/ota"
+
+
+def stat_topic(device_id: str = DEVICE_ID) -> str:
+    """Return a device's /stat topic."""
+    return f"channels/{CONTROL_CHANNEL}/messages/{device_id}/stat"
+
+
+def stat_payload(sw_commit: str = "1a2b3c4", **extra: Any) -> str:
+    """Return a /stat payload in the firmware's record order."""
+    records: list[dict[str, Any]] = [
+        {"vs": "master", "n": "sw_branch"},
+        {"vs": sw_commit, "n": "sw_commit"},
+        {"vs": "esp32s3", "n": "hw_version"},
+        {"v": 1, "n": "fw_v_major"},
+        {"v": 26, "n": "fw_v_minor"},
+        {"v": 0, "n": "fw_v_patch"},
+        {"v": 900000, "n": "free_flash"},
+        {"vs": "240ac4542f45", "n": "serial"},
+    ]
+    records.extend({"vs" if isinstance(v, str) else "v": v, "n": n} for n, v in extra.items())
+    return json.dumps(records)
+
+
+@pytest.fixture(autouse=True)
+def auto_enable_custom_integrations(enable_custom_integrations: None) -> Generator[None]:
+    """Let HA load our integration from `custom_components`."""
+    yield
+
+
+@pytest.fixture
+def console_devices() -> list[dict[str, Any]]:
+    """Return the devices the console lists; tests may change the list."""
+    return [console_device(DEVICE_ID, "Sensor 1")]
+
+
+@pytest.fixture
+def mock_console(
+    aioclient_mock: AiohttpClientMocker, console_devices: list[dict[str, Any]]
+) -> AiohttpClientMocker:
+    """Answer the console's REST API."""
+    aioclient_mock.post(f"{API}/tokens", status=201, json={"token": "login-token"})
+    aioclient_mock.post(
+        f"{API}/keys",
+        status=201,
+        json={
+            "id": "key-id-1",
+            "name": "Home Assistant insighio_ota",
+            "value": API_KEY,
+            "issued_at": "2026-12-03T10:00:00Z",
+            "expires_at": "2036-12-01T10:00:00Z",
+        },
+    )
+    aioclient_mock.get(f"{API}/device/list", json=console_devices)
+    aioclient_mock.get(f"{API}/packages/download", content=PACKAGE_BYTES)
+    return aioclient_mock
+
+
+@pytest.fixture
+def config_entry() -> MockConfigEntry:
+    """Return a console account entry."""
+    return MockConfigEntry(
+        domain=DOMAIN,
+        title="user@example.test",
+        unique_id=f"{CONSOLE_URL}|user@example.test",
+        data={
+            CONF_CONSOLE_URL: CONSOLE_URL,
+            CONF_EMAIL: "user@example.test",
+            CONF_API_KEY: API_KEY,
+            CONF_API_KEY_ID: "key-id-1",
+        },
+    )
+
+
+@pytest.fixture
+async def setup_integration(
+    hass: HomeAssistant,
+    mqtt_mock: Any,
+    mock_console: AiohttpClientMocker,
+    config_entry: MockConfigEntry,
+) -> AsyncGenerator[MockConfigEntry]:
+    """Load the integration with HA's MQTT mocked."""
+    config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    yield config_entry
