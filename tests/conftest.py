@@ -1,6 +1,5 @@
 """Fixtures shared by the unit tests: a console account with devices, and a loaded entry."""
 
-from collections.abc import AsyncGenerator, Generator
 import json
 from typing import Any
 
@@ -69,9 +68,8 @@ def stat_payload(sw_commit: str = "1a2b3c4", **extra: Any) -> str:
 
 
 @pytest.fixture(autouse=True)
-def auto_enable_custom_integrations(enable_custom_integrations: None) -> Generator[None]:
+def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Let HA load our integration from `custom_components`."""
-    yield
 
 
 @pytest.fixture
@@ -124,9 +122,9 @@ async def setup_integration(
     mqtt_mock: Any,
     mock_console: AiohttpClientMocker,
     config_entry: MockConfigEntry,
-) -> AsyncGenerator[MockConfigEntry]:
+) -> MockConfigEntry:
     """Load the integration with HA's MQTT mocked."""
     config_entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(config_entry.entry_id)
     await hass.async_block_till_done()
-    yield config_entry
+    return config_entry
