@@ -460,15 +460,13 @@ class Demo:
             await asyncio.sleep(0.1)
         raise DemoError(f"{child.name} does not accept connections on port {port}", child.log)
 
-    def simulator_common(self) -> list[str]:
-        return ["--seed", SEED, "--mqtt-host", "127.0.0.1", "--mqtt-port", str(self.mqtt_port)]
 
     async def start_console(self) -> None:
         child = await self.spawn(
             "console stand-in",
             [
                 str(VENV_PYTHON), "-m", "simulator", "console",
-                *self.simulator_common(),
+                "--seed", SEED,
                 "--console-host", "127.0.0.1", "--console-port", "0",
                 "--devices", str(self.args.devices),
                 "--packages", str(RUN_DIR / "packages"),
@@ -605,7 +603,8 @@ class Demo:
             "simulated devices",
             [
                 str(VENV_PYTHON), "-m", "simulator", "devices",
-                *self.simulator_common(),
+                "--seed", SEED,
+                "--mqtt-host", "127.0.0.1", "--mqtt-port", str(self.mqtt_port),
                 "--console-url", self.console["console_url"],
                 "--devices", str(self.args.devices),
                 "--wake-period", str(self.wake_period),
