@@ -13,9 +13,7 @@ from datetime import UTC, datetime, timedelta
 import hashlib
 import json
 import logging
-from pathlib import Path
 import socket
-import sys
 from typing import Any
 from unittest.mock import Mock
 
@@ -24,14 +22,7 @@ from aiohttp import web
 from multidict import CIMultiDict, MultiDict
 import pytest
 
-# Until a shared tests/conftest.py puts the repository root on sys.path, make sure that
-# ``custom_components`` resolves to this repository's package, not to the one shipped by
-# pytest-homeassistant-custom-component, whichever way pytest was started.
-_REPO_ROOT = str(Path(__file__).resolve().parents[1])
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-from custom_components.insighio_ota.console import (  # noqa: E402
+from custom_components.insighio_ota.console import (
     API_PATH,
     DEFAULT_CONSOLE_URL,
     ApiKey,
