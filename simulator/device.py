@@ -197,6 +197,10 @@ class SimulatedDevice:
                 self.wake()
             except (MqttError, OSError) as err:
                 _LOGGER.warning("%s: wake failed: %s", self.identity.name, err)
+            except Exception:
+                # A bug in one wake must not silently end the device's thread: the device would
+                # vanish from a demo without a trace. Tracebacks carry no local values, so no key.
+                _LOGGER.exception("%s: unexpected error during a wake", self.identity.name)
             if self._stop.wait(self.settings.wake_period):
                 break
 

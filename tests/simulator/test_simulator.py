@@ -69,6 +69,11 @@ def _allow_sockets() -> None:
 
 
 @pytest.fixture(autouse=True)
+def auto_enable_custom_integrations() -> None:
+    """Replace tests/conftest.py's autouse fixture: these tests need no Home Assistant."""
+
+
+@pytest.fixture(autouse=True)
 def _test_sockets() -> None:
     """Allow sockets again for each test, after the plugin has banned them."""
     _allow_sockets()
