@@ -182,12 +182,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if not arguments or (arguments[0] not in COMMANDS and arguments[0] not in ("-h", "--help")):
         arguments.insert(0, "all")
-    args = build_parser().parse_args(arguments)
+    parser = build_parser()
+    args = parser.parse_args(arguments)
     if args.command == "make-package":
-        return _make_package(args)
+        try:
+            return _make_package(args)
+        except ValueError as err:
+            parser.error(str(err))
     level = getattr(logging, str(args.log_level).upper(), None)
     if not isinstance(level, int):
-        build_parser().error(f"unknown log level {args.log_level!r}")
+        parser.error(f"unknown log level {args.log_level!r}")
     logging.basicConfig(
         stream=sys.stderr,
         level=level,
