@@ -1,7 +1,9 @@
 """Fixtures shared by the unit tests: a console account with devices, and a loaded entry."""
 
+from collections.abc import AsyncGenerator
 import json
 from typing import Any
+from unittest.mock import MagicMock
 
 from homeassistant.const import CONF_EMAIL
 from homeassistant.core import HomeAssistant
@@ -120,11 +122,17 @@ def config_entry() -> MockConfigEntry:
 async def setup_integration(
     hass: HomeAssistant,
     mqtt_mock: Any,
+    mqtt_client_mock: Any,
     mock_console: AiohttpClientMocker,
     config_entry: MockConfigEntry,
-) -> MockConfigEntry:
-    """Load the integration with HA's MQTT mocked."""
+) -> AsyncGenerator[MockConfigEntry]:
+    """Load the integration with HA's MQTT mocked; unload everything afterwards."""
     config_entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(config_entry.entry_id)
     await hass.async_block_till_done()
-    return config_entry
+    yield config_entry
+    # Unload ours as HA does when it stops, then close the mocked MQTT socket: HA's MQTT client
+    # stops its periodic timer only then, and the test harness flags a timer left running.
+    await hass.config_entries.async_unload(config_entry.entry_id)
+    await hass.async_block_till_done()
+    mqtt_client_mock.on_socket_close(mqtt_client_mock, None, MagicMock(fileno=lambda: -1))

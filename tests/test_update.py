@@ -32,7 +32,7 @@ async def test_install_until_device_applies(
     assert hass.states.get(ENTITY_ID).state == "on"
 
     await hass.services.async_call("update", "install", {"entity_id": ENTITY_ID}, blocking=True)
-    mqtt_mock.async_publish.assert_called_with(
+    assert mqtt_mock.async_publish.call_args.args == (
         ota_topic(),
         json.dumps(
             [
@@ -50,7 +50,7 @@ async def test_install_until_device_applies(
 
     async_fire_mqtt_message(hass, ota_topic(), '[{"v":1,"n":"e"},{"vs":"4f1c2a9e","n":"i"}]')
     await hass.async_block_till_done()
-    mqtt_mock.async_publish.assert_called_with(ota_topic(), "", 1, True)
+    assert mqtt_mock.async_publish.call_args.args == (ota_topic(), "", 1, True)
     state = hass.states.get(ENTITY_ID)
     assert state.attributes["installed_version"] == "1.1.0"
     assert state.attributes["in_progress"] is True

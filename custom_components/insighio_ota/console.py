@@ -407,7 +407,7 @@ class ConsoleClient:
                         f"{operation}: the body is content-encoded", status=response.status
                     )
                 # Refuse early when the server announces too much, before reading anything.
-                if (response.content_length or 0) > max_bytes:
+                if _announced_length(response.headers) > max_bytes:
                     raise ConsoleResponseError(
                         f"{operation}: the package is larger than {max_bytes} bytes",
                         status=response.status,
@@ -431,6 +431,14 @@ class ConsoleClient:
         if size == 0:
             raise ConsoleResponseError(f"{operation}: the package is empty")
         return PackageDownload(size=size, sha256=digest.hexdigest(), content=b"".join(chunks))
+
+
+def _announced_length(headers: Mapping[str, str]) -> int:
+    """Return the Content-Length a server announced, 0 when it gave none or nonsense."""
+    try:
+        return max(int(headers.get("Content-Length", "0")), 0)
+    except ValueError:
+        return 0
 
 
 def _check_status(

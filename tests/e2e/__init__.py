@@ -1,0 +1,1 @@
+"""End-to-end tests: a real Mosquitto, the simulator and HA's real MQTT integration."""
