@@ -287,17 +287,22 @@ class OtaTracker:
         if report is None:
             return  # A clear, by the device or by us: nothing changes.
         job = self._jobs.get(device_id)
-        if job is None or not job.is_open or job.file_id != report.file_id:
-            if not report.is_request:
-                self._log_once(
-                    "unmatched_report",
-                    f"{device_id}/{report.file_id}",
-                    "Ignoring an OTA report from device %s for file %s, which no open job awaits",
-                    device_id,
-                    report.file_id,
-                )
+        if job is not None and job.file_id == report.file_id:
+            if job.is_open:
+                await self._async_apply_report(job, report)
+            else:
+                # The firmware sends a second report after "not enough space", and a device
+                # may repeat itself: the job already has its answer.
+                LOGGER.debug("Device %s repeated a report for %s", device_id, report.file_id)
             return
-        await self._async_apply_report(job, report)
+        if not report.is_request:
+            self._log_once(
+                "unmatched_report",
+                f"{device_id}/{report.file_id}",
+                "Ignoring an OTA report from device %s for file %s, which no job awaits",
+                device_id,
+                report.file_id,
+            )
 
     async def _async_apply_report(self, job: OtaJob, report: OtaMessage) -> None:
         """Move a job forward on a report for its file id."""
