@@ -280,3 +280,79 @@ async def test_abort_with_disabled_mqtt(hass: HomeAssistant) -> None:
 
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "mqtt_not_configured"
+
+
+@pytest.fixture
+def revoked_entry(hass: HomeAssistant) -> MockConfigEntry:
+    """Return an entry whose stored API key the console no longer accepts."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title="user@example.test",
+        unique_id=f"{CONSOLE_URL}|user@example.test",
+        data={
+            CONF_CONSOLE_URL: CONSOLE_URL,
+            CONF_EMAIL: "user@example.test",
+            CONF_API_KEY: "revoked-key",
+            CONF_API_KEY_ID: "key-id-0",
+        },
+    )
+    entry.add_to_hass(hass)
+    return entry
+
+
+async def test_reauth_replaces_api_key(
+    hass: HomeAssistant,
+    revoked_entry: MockConfigEntry,
+    mock_console: AiohttpClientMocker,
+    mock_setup_entry: AsyncMock,
+) -> None:
+    """Signing in again stores a new API key, still no password, and reloads the entry."""
+    result = await revoked_entry.start_reauth_flow(hass)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "reauth_confirm"
+    assert result["description_placeholders"]["email"] == "user@example.test"
+
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_PASSWORD: PASSWORD}
+    )
+    await hass.async_block_till_done()
+
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reauth_successful"
+    assert revoked_entry.data == {
+        CONF_CONSOLE_URL: CONSOLE_URL,
+        CONF_EMAIL: "user@example.test",
+        CONF_API_KEY: API_KEY,
+        CONF_API_KEY_ID: "key-id-1",
+    }
+    login = next(call for call in mock_console.mock_calls if str(call[1]).endswith("/tokens"))
+    assert login[2] == {"email": "user@example.test", "password": PASSWORD}
+    assert len(mock_setup_entry.mock_calls) == 1
+    assert len(hass.config_entries.async_entries(DOMAIN)) == 1
+
+
+async def test_reauth_wrong_password_then_right(
+    hass: HomeAssistant, revoked_entry: MockConfigEntry, aioclient_mock: AiohttpClientMocker
+) -> None:
+    """A wrong password keeps the old data and asks again."""
+    aioclient_mock.post(f"{API}/tokens", status=401)
+    result = await revoked_entry.start_reauth_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_PASSWORD: "wrong"}
+    )
+
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "reauth_confirm"
+    assert result["errors"] == {"base": "invalid_auth"}
+    assert revoked_entry.data[CONF_API_KEY] == "revoked-key"
+
+    aioclient_mock.clear_requests()
+    aioclient_mock.post(f"{API}/tokens", status=201, json={"token": "login-token"})
+    mock_api_key(aioclient_mock)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_PASSWORD: PASSWORD}
+    )
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reauth_successful"
+    assert revoked_entry.data[CONF_API_KEY] == API_KEY
