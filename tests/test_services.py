@@ -1,0 +1,304 @@
+"""The register_package action: verify a console package by downloading it, then store it."""
+
+import hashlib
+from typing import Any
+
+import aiohttp
+from homeassistant.const import CONF_EMAIL
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+import probatio
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.test_util.aiohttp import AiohttpClientMocker
+
+from custom_components.insighio_ota.const import (
+    CONF_API_KEY,
+    CONF_API_KEY_ID,
+    CONF_CONSOLE_URL,
+    DOMAIN,
+)
+
+from .conftest import (
+    API,
+    CONSOLE_URL,
+    CONTROL_CHANNEL,
+    DEVICE_ID,
+    DEVICE_KEY,
+    PACKAGE_BYTES,
+    PACKAGE_ID,
+)
+
+ENTITY_ID = "update.sensor_1_firmware"
+SHA256 = hashlib.sha256(PACKAGE_BYTES).hexdigest()
+
+
+async def register(hass: HomeAssistant, **data: Any) -> dict[str, Any]:
+    """Call register_package and return its response."""
+    return await hass.services.async_call(
+        DOMAIN,
+        "register_package",
+        {"file_id": PACKAGE_ID, "version": "1.1.0", **data},
+        blocking=True,
+        return_response=True,
+    )
+
+
+def stored_packages(hass_storage: dict[str, Any], entry: MockConfigEntry) -> list[dict[str, Any]]:
+    """Return the packages as saved in HA's storage."""
+    key = f"{DOMAIN}.{entry.entry_id}.packages"
+    return hass_storage[key]["data"]["packages"] if key in hass_storage else []
+
+
+def serve_download(mock_console: AiohttpClientMocker, **response: Any) -> None:
+    """Make the download endpoint answer `response` (the device list is not asked again)."""
+    mock_console.clear_requests()
+    mock_console.get(f"{API}/packages/download", **response)
+
+
+async def test_register_stores_size_and_sha256(
+    hass: HomeAssistant,
+    setup_integration: MockConfigEntry,
+    mock_console: AiohttpClientMocker,
+    hass_storage: dict[str, Any],
+) -> None:
+    """The package is downloaded as the device would, measured, stored and offered."""
+    response = await register(
+        hass, file_id=" 4f1c2a9e ", version=" 1.1.0 ", release_notes="# Fixes\nBetter radio."
+    )
+
+    assert response == {
+        "file_id": PACKAGE_ID,
+        "file_type": ".tar",
+        "version": "1.1.0",
+        "size": len(PACKAGE_BYTES),
+        "sha256": SHA256,
+    }
+    # Downloaded with the first device's own credentials, as that device would.
+    download = next(c for c in mock_console.mock_calls if "/packages/download" in str(c[1]))
+    assert dict(download[1].query) == {
+        "fuid": PACKAGE_ID,
+        "did": DEVICE_ID,
+        "dk": DEVICE_KEY,
+        "cid": CONTROL_CHANNEL,
+    }
+    await hass.async_block_till_done()
+    [stored] = stored_packages(hass_storage, setup_integration)
+    assert stored["file_id"] == PACKAGE_ID
+    assert stored["file_type"] == ".tar"
+    assert stored["size"] == 3987
+    assert stored["sha256"] == SHA256
+    assert stored["version"] == "1.1.0"
+    assert stored["release_notes"] == "# Fixes\nBetter radio."
+    state = hass.states.get(ENTITY_ID)
+    assert state.attributes["latest_version"] == "1.1.0"
+    assert state.attributes["release_summary"] == "# Fixes"
+
+
+async def test_register_tar_gz(
+    hass: HomeAssistant, setup_integration: MockConfigEntry, hass_storage: dict[str, Any]
+) -> None:
+    """Another type with its leading dot is accepted as given."""
+    response = await register(hass, file_type=".tar.gz")
+
+    assert response["file_type"] == ".tar.gz"
+    await hass.async_block_till_done()
+    assert stored_packages(hass_storage, setup_integration)[0]["file_type"] == ".tar.gz"
+
+
+async def test_registered_packages_survive_restart(
+    hass: HomeAssistant,
+    setup_integration: MockConfigEntry,
+    hass_storage: dict[str, Any],
+) -> None:
+    """After a reload the catalogue comes back from storage, in the same order."""
+    await register(hass, file_id="aaaa0001", version="2.0")
+    await register(hass, file_id="aaaa0002", version="10.0")
+
+    assert await hass.config_entries.async_reload(setup_integration.entry_id)
+    await hass.async_block_till_done()
+
+    assert hass.states.get(ENTITY_ID).attributes["latest_version"] == "10.0"
+    assert [p["version"] for p in stored_packages(hass_storage, setup_integration)] == [
+        "2.0",
+        "10.0",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("response", "error", "translation_key"),
+    [
+        ({"status": 404}, ServiceValidationError, "package_not_found"),
+        ({"status": 403}, HomeAssistantError, "download_refused"),
+        ({"status": 401}, HomeAssistantError, "download_refused"),
+        ({"status": 500}, HomeAssistantError, "console_unavailable"),
+        ({"exc": aiohttp.ClientConnectionError()}, HomeAssistantError, "console_unavailable"),
+        ({"exc": TimeoutError()}, HomeAssistantError, "console_unavailable"),
+        ({"content": b""}, HomeAssistantError, "console_unavailable"),
+    ],
+)
+async def test_download_failures_store_nothing(
+    hass: HomeAssistant,
+    *,
+    setup_integration: MockConfigEntry,
+    mock_console: AiohttpClientMocker,
+    hass_storage: dict[str, Any],
+    response: dict[str, Any],
+    error: type[HomeAssistantError],
+    translation_key: str,
+) -> None:
+    """A package the console will not hand out is refused with a translated reason."""
+    serve_download(mock_console, **response)
+
+    with pytest.raises(error) as exc_info:
+        await register(hass)
+
+    assert exc_info.value.translation_domain == DOMAIN
+    assert exc_info.value.translation_key == translation_key
+    if translation_key == "package_not_found":
+        assert str(exc_info.value).startswith(
+            f"The console has no package with file id {PACKAGE_ID}; nothing was stored"
+        )
+    # The device key in the download URL never reaches the user or the logs.
+    assert DEVICE_KEY not in str(exc_info.value)
+    await hass.async_block_till_done()
+    assert stored_packages(hass_storage, setup_integration) == []
+    assert hass.states.get(ENTITY_ID).attributes["latest_version"] is None
+
+
+@pytest.mark.parametrize("file_type", ["tar", ".", ""])
+async def test_invalid_type_refused_before_download(
+    hass: HomeAssistant,
+    setup_integration: MockConfigEntry,
+    mock_console: AiohttpClientMocker,
+    file_type: str,
+) -> None:
+    """A type the firmware cannot use (no leading dot) is refused without downloading."""
+    mock_console.clear_requests()
+
+    with pytest.raises(ServiceValidationError) as exc_info:
+        await register(hass, file_type=file_type)
+
+    assert exc_info.value.translation_key == "invalid_package"
+    assert mock_console.call_count == 0
+
+
+async def test_version_taken_by_other_file(
+    hass: HomeAssistant, setup_integration: MockConfigEntry, hass_storage: dict[str, Any]
+) -> None:
+    """A label already given to another package is refused: labels name one package."""
+    await register(hass, file_id="aaaa0001", version="1.0")
+
+    with pytest.raises(ServiceValidationError) as exc_info:
+        await register(hass, file_id="bbbb0002", version="1.0")
+
+    assert exc_info.value.translation_key == "version_taken"
+    assert exc_info.value.translation_placeholders == {"version": "1.0", "file_id": "aaaa0001"}
+    await hass.async_block_till_done()
+    assert [p["file_id"] for p in stored_packages(hass_storage, setup_integration)] == ["aaaa0001"]
+
+
+async def test_reregistering_keeps_position(
+    hass: HomeAssistant, setup_integration: MockConfigEntry, hass_storage: dict[str, Any]
+) -> None:
+    """Registering a file id again corrects its label and notes but not its place in order."""
+    await register(hass, file_id="aaaa0001", version="1.0")
+    await register(hass, file_id="bbbb0002", version="2.0")
+
+    await register(hass, file_id="aaaa0001", version="1.0-fixed", release_notes="Renamed")
+
+    await hass.async_block_till_done()
+    stored = stored_packages(hass_storage, setup_integration)
+    assert [(p["file_id"], p["version"]) for p in stored] == [
+        ("aaaa0001", "1.0-fixed"),
+        ("bbbb0002", "2.0"),
+    ]
+    assert stored[0]["release_notes"] == "Renamed"
+    # The newest package is still the one registered last.
+    assert hass.states.get(ENTITY_ID).attributes["latest_version"] == "2.0"
+    # The same file id may keep its own label, too.
+    await register(hass, file_id="bbbb0002", version="2.0")
+    assert len(stored_packages(hass_storage, setup_integration)) == 2
+
+
+@pytest.mark.parametrize("console_devices", [[]])
+async def test_no_device_to_verify(
+    hass: HomeAssistant, setup_integration: MockConfigEntry, mock_console: AiohttpClientMocker
+) -> None:
+    """Without a device there are no credentials to download the package with."""
+    mock_console.clear_requests()
+
+    with pytest.raises(ServiceValidationError) as exc_info:
+        await register(hass)
+
+    assert exc_info.value.translation_key == "no_device_to_verify"
+    assert mock_console.call_count == 0
+
+
+@pytest.mark.parametrize(
+    "data", [{"version": ""}, {"version": "   "}, {"file_id": ""}, {"version": "v" * 65}]
+)
+async def test_schema_refuses_empty_fields(
+    hass: HomeAssistant, setup_integration: MockConfigEntry, data: dict[str, Any]
+) -> None:
+    """Empty ids and labels, or labels too long to show, are refused by the schema."""
+    with pytest.raises(probatio.Invalid, match="length of value"):
+        await register(hass, **data)
+
+
+async def test_no_loaded_entry(
+    hass: HomeAssistant, setup_integration: MockConfigEntry, mock_console: AiohttpClientMocker
+) -> None:
+    """With the entry unloaded there is nowhere to register the package."""
+    await hass.config_entries.async_unload(setup_integration.entry_id)
+    await hass.async_block_till_done()
+    mock_console.clear_requests()
+
+    with pytest.raises(ServiceValidationError) as exc_info:
+        await register(hass)
+
+    assert exc_info.value.translation_key == "entry_not_loaded"
+    assert mock_console.call_count == 0
+
+
+async def test_unknown_config_entry_id(
+    hass: HomeAssistant, setup_integration: MockConfigEntry
+) -> None:
+    """A config_entry_id that names no loaded entry is refused."""
+    with pytest.raises(ServiceValidationError) as exc_info:
+        await register(hass, config_entry_id="not-an-entry")
+
+    assert exc_info.value.translation_key == "entry_not_loaded"
+
+
+async def test_two_entries_need_config_entry_id(
+    hass: HomeAssistant, setup_integration: MockConfigEntry, hass_storage: dict[str, Any]
+) -> None:
+    """With two accounts loaded the action must say which one; then it stores only there."""
+    second = MockConfigEntry(
+        domain=DOMAIN,
+        title="other@example.test",
+        unique_id=f"{CONSOLE_URL}|other@example.test",
+        data={
+            CONF_CONSOLE_URL: CONSOLE_URL,
+            CONF_EMAIL: "other@example.test",
+            CONF_API_KEY: "other-key",
+            CONF_API_KEY_ID: "key-id-2",
+        },
+    )
+    second.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(second.entry_id)
+    await hass.async_block_till_done()
+
+    with pytest.raises(ServiceValidationError) as exc_info:
+        await register(hass)
+    assert exc_info.value.translation_key == "entry_ambiguous"
+
+    response = await register(hass, config_entry_id=second.entry_id)
+    assert response["size"] == 3987
+    await hass.async_block_till_done()
+    assert len(stored_packages(hass_storage, second)) == 1
+    assert stored_packages(hass_storage, setup_integration) == []
+
+    await hass.config_entries.async_unload(second.entry_id)
+    await hass.async_block_till_done()
