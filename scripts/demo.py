@@ -163,9 +163,13 @@ class Child:
         self.proc: asyncio.subprocess.Process | None = None
         self.ready: asyncio.Future[dict[str, Any]] | None = None
         self.stopping = False
+        self.restart_code: int | None = None
+        self.report_log: Path | None = None  # the log worth showing when it fails
+        self.argv: list[str] = []
         self._pump: asyncio.Task[None] | None = None
 
     async def start(self, argv: list[str], *, ready_line: bool = False, env: dict[str, str] | None = None) -> None:
+        self.argv = argv
         self.log.parent.mkdir(parents=True, exist_ok=True)
         logf = self.log.open("ab", buffering=0)
         loop = asyncio.get_running_loop()
@@ -394,6 +398,7 @@ class Demo:
     # -- processes -------------------------------------------------------------------------------
     async def spawn(self, name: str, argv: list[str], log: Path, **kwargs: Any) -> Child:
         child = Child(name, log, stop_timeout=kwargs.pop("stop_timeout", 10.0))
+        child.restart_code = kwargs.pop("restart_code", None)
         self.children.append(child)
         await child.start(argv, **kwargs)
         asyncio.create_task(self._watch(child))
@@ -401,8 +406,17 @@ class Demo:
 
     async def _watch(self, child: Child) -> None:
         assert child.proc is not None
-        await child.proc.wait()
-        if not child.stopping and self.died is not None and not self.died.done():
+        while True:
+            code = await child.proc.wait()
+            if child.stopping:
+                return
+            if child.restart_code is not None and code == child.restart_code and child.argv:
+                # Home Assistant exits with this code when a user asks it to restart.
+                say(f"demo: {child.name} asked to restart; restarting it")
+                await child.start(child.argv, ready_line=False)
+                continue
+            break
+        if self.died is not None and not self.died.done():
             self.died.set_result(child)
 
     async def stop_all(self) -> None:
@@ -497,9 +511,6 @@ class Demo:
             "  longitude: 23.7275\n"
             "  elevation: 70\n"
             f"  internal_url: http://localhost:{self.port}\n"
-            "http:\n"
-            f"  server_port: {self.port}\n"
-            "  server_host:\n" + "".join(f"    - \"{h}\"\n" for h in hosts) +
             "frontend:\n"
             "config:\n"
             "api:\n"
@@ -514,6 +525,35 @@ class Demo:
         # config flows for met, radio_browser, google_translate, ... (internet, pip installs).
         storage = cfg / ".storage"
         storage.mkdir()
+        # HTTP settings live in HA's store since 2026: YAML `http:` would be migrated as an
+        # unconfirmed trial that HA reverts (restarting itself) after five minutes. Write them
+        # as the confirmed ("stable") config instead, bound to loopback only.
+        (storage / "http").write_text(
+            json.dumps(
+                {
+                    "version": 2,
+                    "minor_version": 2,
+                    "key": "http",
+                    "data": {
+                        "stable": {
+                            "server_host": hosts,
+                            "server_port": self.port,
+                            "cors_allowed_origins": ["https://cast.home-assistant.io"],
+                            "login_attempts_threshold": -1,
+                            "ip_ban_enabled": True,
+                            "ssl_profile": "modern",
+                            "use_x_frame_options": True,
+                            "created_at": "2026-01-01T00:00:00+00:00",
+                            "error": None,
+                            "error_message": None,
+                        },
+                        "pending": None,
+                        "yaml_migration_done": True,
+                    },
+                },
+                indent=2,
+            )
+        )
         (storage / "onboarding").write_text(
             json.dumps(
                 {
@@ -535,8 +575,9 @@ class Demo:
             ],
             RUN_DIR / "home-assistant.stdout.log",
             stop_timeout=40.0,
+            restart_code=100,  # homeassistant.const.RESTART_EXIT_CODE
         )
-        child.log = self.ha_log  # the interesting log for failures
+        child.report_log = self.ha_log
         say(f"demo: starting Home Assistant (log: {self.ha_log.relative_to(REPO)}) ...")
         started = time.monotonic()
         deadline = started + HA_BOOT_TIMEOUT
@@ -555,22 +596,6 @@ class Demo:
         await api.login()
         await api.wait_running(max(10.0, deadline - time.monotonic()))
         say(f"demo: Home Assistant is up ({time.monotonic() - started:.0f} s), user {HA_USER} created")
-        await self.dismiss_setup_errors(api)
-
-    async def dismiss_setup_errors(self, api: HomeAssistantApi) -> None:
-        """Hide HA's "Invalid config" notification about unrelated base platforms.
-
-        This venv holds Home Assistant core without the optional libraries of some always-loaded
-        platforms (ffmpeg/tts, conversation, camera, ...), and --skip-pip keeps HA from fetching
-        them at run time. Their set-up failures are logged in home-assistant.log; the notification
-        would only distract from the demo's own notifications.
-        """
-        with contextlib.suppress(DemoError):
-            await api.request(
-                "POST",
-                "/api/services/persistent_notification/dismiss",
-                json_body={"notification_id": "invalid_config"},
-            )
 
     async def setup_integrations(self, api: HomeAssistantApi) -> None:
         await api.config_flow("mqtt", {"broker": "127.0.0.1", "port": self.mqtt_port})
@@ -707,20 +732,24 @@ class Demo:
 
     def instructions(self, entity_id: str, device: dict[str, Any]) -> str:
         name = device.get("name", "Sensor 1")
+        others = ", ".join(d.get("name", "?") for d in self.devices[1:])
         return f"""
 ================================================================================
  insigh.io OTA demo is running
    Open        http://localhost:{self.port}
    Log in      user {HA_USER}   password {HA_PASSWORD}
-   Then        Settings -> Updates (or Settings -> Devices & services -> insigh.io OTA
-               -> {name}) -> Firmware ({entity_id}) -> Install
-   Version {PACKAGE_VERSION} (package {PACKAGE_FILE_ID}{PACKAGE_FILE_TYPE}) is offered to every device.
+   Then        Settings -> Updates -> {name} (or Settings -> Devices & services ->
+               insigh.io OTA -> {name} -> Firmware), then press Update (HA's install
+               button). Entity: {entity_id}
+   Offered     version {PACKAGE_VERSION} (package {PACKAGE_FILE_ID}{PACKAGE_FILE_TYPE}, release notes in the dialog)
+               to every device{f"; {others} can be updated too" if others else ""}.
    What next   HA publishes a retained OTA request; the device picks it up at its next wake
-               (every {self.wake_period} s, listening {self.listen_window} s), downloads the package from the
-               console stand-in, applies it, reports success and reboots: within about
-               {self.wake_period + self.listen_window + 10} s the entity shows installed version {PACKAGE_VERSION}.
-   Logs        {RUN_DIR.relative_to(REPO)}/ (home-assistant.log, console.log, devices.log, mosquitto.log)
-   Stop        Ctrl-C (stops Home Assistant, the simulators and Mosquitto)
+               (every {self.wake_period} s; it listens {self.listen_window} s), downloads the package from the
+               console stand-in, applies it, reports success, reboots and reports its
+               new version: within about {self.wake_period + self.listen_window + 5} s the dialog shows "Installing",
+               then installed version {PACKAGE_VERSION}, "Up-to-date".
+   Logs        {RUN_DIR.relative_to(REPO)}/home-assistant.log, console.log, devices.log, mosquitto.log
+   Stop        Ctrl-C stops Home Assistant, the simulators and Mosquitto
 ================================================================================
 """
 
@@ -747,7 +776,6 @@ class Demo:
             entity_id = await self.entity_for(api, device)
             await self.wait_offered(api, entity_id)
             say(f"demo: {entity_id} offers version {PACKAGE_VERSION}")
-            await self.dismiss_setup_errors(api)
             if self.smoke:
                 await self.smoke_install(api, entity_id, device)
                 return 0
@@ -787,7 +815,7 @@ class Demo:
             elif self.died in done:
                 child = self.died.result()
                 rc = child.proc.returncode if child.proc else "?"
-                reason, log = f"{child.name} exited unexpectedly (exit code {rc})", child.log
+                reason, log = f"{child.name} exited unexpectedly (exit code {rc})", child.report_log or child.log
             else:
                 say(f"\ndemo: {signame[0] if signame else 'signal'} received, stopping everything ...")
                 code = 0
