@@ -37,7 +37,7 @@ HASS = REPO / ".venv" / "bin" / "hass"
 INTEGRATION = REPO / "custom_components" / "insighio_ota"
 
 HA_USER = "demo"
-HA_PASSWORD = "demo-insighio"  # the demo's published login, fine to print
+HA_PASSWORD = "demo-insighio"  # noqa: S105 - the demo's published login, fine to print
 HA_NAME = "Demo"
 SEED = "insighio-demo"
 
@@ -59,19 +59,23 @@ class DemoError(Exception):
     """A failure with a message meant for the user."""
 
     def __init__(self, message: str, log: Path | None = None) -> None:
+        """Keep the log whose tail explains the failure."""
         super().__init__(message)
         self.log = log
 
 
 def say(*parts: object) -> None:
+    """Print a progress line to stdout."""
     print(*parts, flush=True)
 
 
 def warn(*parts: object) -> None:
+    """Print a line to stderr."""
     print(*parts, file=sys.stderr, flush=True)
 
 
 def tail(path: Path | None, lines: int = 40) -> str:
+    """Return the last lines of a log file ("" if there is none)."""
     if path is None or not path.exists():
         return ""
     with contextlib.suppress(OSError):
@@ -81,13 +85,14 @@ def tail(path: Path | None, lines: int = 40) -> str:
 
 
 def free_port() -> int:
+    """Return a TCP port that is free on 127.0.0.1 right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 def port_in_use(port: int) -> bool:
-    """True if something listens on the port (loopback or any address)."""
+    """Tell whether something listens on the port (loopback or any address)."""
     for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.settimeout(0.5)
@@ -102,6 +107,7 @@ def port_in_use(port: int) -> bool:
 
 
 def ipv6_loopback() -> bool:
+    """Tell whether ::1 can be bound (so HA can also answer on it)."""
     if not socket.has_ipv6:
         return False
     try:
@@ -120,7 +126,7 @@ def _die_with_parent() -> None:
 
 
 def redact_ready(line: str) -> str:
-    """The READY line carries the stand-in's password: keep it out of log files."""
+    """Hide the password the READY line carries, to keep it out of log files."""
     if not line.startswith("READY "):
         return line
     try:
@@ -134,7 +140,7 @@ def redact_ready(line: str) -> str:
 
 
 def initial_form_data(schema: list[dict[str, Any]]) -> dict[str, Any]:
-    """The data the frontend pre-fills for a serialized data_schema (defaults, sections)."""
+    """Return what the frontend pre-fills for a serialized data_schema (defaults, sections)."""
     data: dict[str, Any] = {}
     for field in schema:
         if field.get("type") == "expandable":
@@ -157,6 +163,7 @@ class Child:
     """A process started by the demo, in its own process group, logging to a file."""
 
     def __init__(self, name: str, log: Path, stop_timeout: float = 10.0) -> None:
+        """Describe the process; `start` runs it."""
         self.name = name
         self.log = log
         self.stop_timeout = stop_timeout
@@ -168,7 +175,10 @@ class Child:
         self.argv: list[str] = []
         self._pump: asyncio.Task[None] | None = None
 
-    async def start(self, argv: list[str], *, ready_line: bool = False, env: dict[str, str] | None = None) -> None:
+    async def start(
+        self, argv: list[str], *, ready_line: bool = False, env: dict[str, str] | None = None
+    ) -> None:
+        """Start the process in its own session, output to the log (or piped, for READY)."""
         self.argv = argv
         self.log.parent.mkdir(parents=True, exist_ok=True)
         logf = self.log.open("ab", buffering=0)
@@ -192,7 +202,9 @@ class Child:
             self._pump = asyncio.create_task(self._pump_stdout())
 
     async def _pump_stdout(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None and self.ready is not None
+        """Copy the child's stdout to its log (redacted) and resolve READY."""
+        if self.proc is None or self.proc.stdout is None or self.ready is None:
+            return
         with self.log.open("a", buffering=1) as logf:
             while line_b := await self.proc.stdout.readline():
                 line = line_b.decode(errors="replace").rstrip("\n")
@@ -201,23 +213,33 @@ class Child:
                     try:
                         self.ready.set_result(json.loads(line[len("READY ") :]))
                     except ValueError as err:
-                        self.ready.set_exception(DemoError(f"{self.name}: bad READY line ({err})", self.log))
+                        self.ready.set_exception(
+                            DemoError(f"{self.name}: bad READY line ({err})", self.log)
+                        )
         if not self.ready.done():
-            self.ready.set_exception(DemoError(f"{self.name} closed its output before READY", self.log))
+            self.ready.set_exception(
+                DemoError(f"{self.name} closed its output before READY", self.log)
+            )
 
-    async def wait_ready(self, timeout: float) -> dict[str, Any]:
-        assert self.ready is not None
+    async def wait_ready(self, limit: float) -> dict[str, Any]:
+        """Return the READY line's JSON, or fail after `limit` seconds."""
+        if self.ready is None:
+            raise DemoError(f"{self.name} was not started with a READY line")
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(limit):
                 return await asyncio.shield(self.ready)
         except TimeoutError:
-            raise DemoError(f"{self.name} did not print READY within {timeout:.0f} s", self.log) from None
+            raise DemoError(
+                f"{self.name} did not print READY within {limit:.0f} s", self.log
+            ) from None
 
     @property
     def running(self) -> bool:
+        """Tell whether the process is alive."""
         return self.proc is not None and self.proc.returncode is None
 
     async def stop(self) -> None:
+        """Stop the process group: SIGTERM, then SIGKILL after the grace time."""
         self.stopping = True
         proc = self.proc
         if proc is None:
@@ -247,6 +269,7 @@ class HomeAssistantApi:
     """The few REST calls the demo makes against the real Home Assistant."""
 
     def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        """Talk to HA at `base` (http://127.0.0.1:<port>)."""
         self.session = session
         self.base = base
         self.client_id = f"{base}/"
@@ -255,11 +278,18 @@ class HomeAssistantApi:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
-    async def request(self, method: str, path: str, *, json_body: Any = None, ok: tuple[int, ...] = (200, 201)) -> Any:
-        async with self.session.request(method, self.base + path, json=json_body, headers=self._headers()) as resp:
+    async def request(
+        self, method: str, path: str, *, json_body: Any = None, ok: tuple[int, ...] = (200, 201)
+    ) -> Any:
+        """Call the REST API; return the JSON body, fail on a status outside `ok`."""
+        async with self.session.request(
+            method, self.base + path, json=json_body, headers=self._headers()
+        ) as resp:
             text = await resp.text()
             if resp.status not in ok:
-                raise DemoError(f"Home Assistant {method} {path} answered {resp.status}: {text[:500]}")
+                raise DemoError(
+                    f"Home Assistant {method} {path} answered {resp.status}: {text[:500]}"
+                )
             if not text:
                 return None
             try:
@@ -268,13 +298,16 @@ class HomeAssistantApi:
                 return text
 
     async def onboarding_status(self) -> list[dict[str, Any]] | None:
+        """Return /api/onboarding's steps, or None while HA does not answer yet."""
         try:
-            async with self.session.get(self.base + "/api/onboarding", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            async with self.session.get(
+                self.base + "/api/onboarding", timeout=aiohttp.ClientTimeout(total=5)
+            ) as resp:
                 if resp.status != 200:
                     return None
                 data = await resp.json()
                 return data if isinstance(data, list) else None
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+        except aiohttp.ClientError, TimeoutError, ValueError:
             return None
 
     async def onboard_user(self) -> None:
@@ -308,17 +341,24 @@ class HomeAssistantApi:
             json_body={"client_id": self.client_id, "username": HA_USER, "password": HA_PASSWORD},
         )
         if result.get("type") != "create_entry":
-            raise DemoError(f"login as {HA_USER} failed: {result.get('errors') or result.get('type')}")
+            raise DemoError(
+                f"login as {HA_USER} failed: {result.get('errors') or result.get('type')}"
+            )
         async with self.session.post(
             self.base + "/auth/token",
-            data={"grant_type": "authorization_code", "code": result["result"], "client_id": self.client_id},
+            data={
+                "grant_type": "authorization_code",
+                "code": result["result"],
+                "client_id": self.client_id,
+            },
         ) as resp:
             if resp.status != 200:
                 raise DemoError(f"/auth/token answered {resp.status}")
             self.token = (await resp.json())["access_token"]
 
-    async def wait_running(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_running(self, limit: float) -> None:
+        """Wait until HA's core state is RUNNING."""
+        deadline = time.monotonic() + limit
         state = None
         while time.monotonic() < deadline:
             config = await self.request("GET", "/api/config")
@@ -326,17 +366,21 @@ class HomeAssistantApi:
             if state == "RUNNING":
                 return
             await asyncio.sleep(0.5)
-        raise DemoError(f"Home Assistant stayed in state {state} for {timeout:.0f} s")
+        raise DemoError(f"Home Assistant stayed in state {state} for {limit:.0f} s")
 
-    async def config_flow(self, handler: str, answers: dict[str, Any], menu_choice: tuple[str, ...] = ()) -> dict[str, Any]:
+    async def config_flow(
+        self, handler: str, answers: dict[str, Any], menu_choice: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
         """Run a config flow as the UI would, answering each form from `answers`."""
         result = await self.request(
-            "POST", "/api/config/config_entries/flow", json_body={"handler": handler, "show_advanced_options": False}
+            "POST",
+            "/api/config/config_entries/flow",
+            json_body={"handler": handler, "show_advanced_options": False},
         )
         for _ in range(8):
             kind = result.get("type")
             if kind == "create_entry":
-                return result
+                return dict(result)
             if kind == "abort":
                 raise DemoError(f"{handler} config flow aborted: {result.get('reason')}")
             flow_id = result["flow_id"]
@@ -346,11 +390,16 @@ class HomeAssistantApi:
                     options = list(options)
                 choice = next((o for o in menu_choice if o in options), None)
                 if choice is None:
-                    raise DemoError(f"{handler} config flow shows a menu {options} the demo cannot answer")
+                    raise DemoError(
+                        f"{handler} config flow shows a menu {options} the demo cannot answer"
+                    )
                 body: dict[str, Any] = {"next_step_id": choice}
             elif kind == "form":
                 if result.get("errors"):
-                    raise DemoError(f"{handler} config flow step {result.get('step_id')}: errors {result['errors']}")
+                    raise DemoError(
+                        f"{handler} config flow step {result.get('step_id')}: "
+                        f"errors {result['errors']}"
+                    )
                 schema = result.get("data_schema", [])
                 # Like the frontend: start from the form's defaults, then fill in our answers.
                 body = initial_form_data(schema)
@@ -361,31 +410,44 @@ class HomeAssistantApi:
                     if f.get("required") and f["name"] not in body and "default" not in f
                 ]
                 if missing:
-                    raise DemoError(f"{handler} config flow step {result.get('step_id')} needs {missing}")
+                    raise DemoError(
+                        f"{handler} config flow step {result.get('step_id')} needs {missing}"
+                    )
             else:
-                raise DemoError(f"{handler} config flow returned {kind!r} at step {result.get('step_id')}")
-            result = await self.request("POST", f"/api/config/config_entries/flow/{flow_id}", json_body=body)
+                raise DemoError(
+                    f"{handler} config flow returned {kind!r} at step {result.get('step_id')}"
+                )
+            result = await self.request(
+                "POST", f"/api/config/config_entries/flow/{flow_id}", json_body=body
+            )
         raise DemoError(f"{handler} config flow did not finish")
 
     async def entry_state(self, domain: str) -> list[dict[str, Any]]:
+        """Return the config entries of a domain."""
         entries = await self.request("GET", f"/api/config/config_entries/entry?domain={domain}")
         return entries if isinstance(entries, list) else []
 
     async def template(self, template: str) -> str:
+        """Render a template through /api/template."""
         return str(await self.request("POST", "/api/template", json_body={"template": template}))
 
     async def state(self, entity_id: str) -> dict[str, Any] | None:
+        """Return an entity's state object, or None."""
         return await self.request("GET", f"/api/states/{entity_id}", ok=(200, 404)) or None
 
 
 class Demo:
+    """The processes and steps of one demo run."""
+
     def __init__(self, args: argparse.Namespace) -> None:
+        """Take the parsed command line."""
         self.args = args
         self.smoke: bool = args.smoke
         self.port: int = args.port
         self.base = f"http://127.0.0.1:{self.port}"
         self.config_dir = RUN_DIR / "config"
         self.children: list[Child] = []
+        self._watchers: set[asyncio.Task[None]] = set()
         self.died: asyncio.Future[Child] | None = None
         self.ha_log = RUN_DIR / "home-assistant.log"
         self.mqtt_port = 0
@@ -397,15 +459,18 @@ class Demo:
 
     # -- processes -------------------------------------------------------------------------------
     async def spawn(self, name: str, argv: list[str], log: Path, **kwargs: Any) -> Child:
+        """Start a child and watch it for unexpected exits."""
         child = Child(name, log, stop_timeout=kwargs.pop("stop_timeout", 10.0))
         child.restart_code = kwargs.pop("restart_code", None)
         self.children.append(child)
         await child.start(argv, **kwargs)
-        asyncio.create_task(self._watch(child))
+        self._watchers.add(asyncio.create_task(self._watch(child)))
         return child
 
     async def _watch(self, child: Child) -> None:
-        assert child.proc is not None
+        """Report a child that exits while it should run (restart HA if it asked to)."""
+        if child.proc is None:
+            return
         while True:
             code = await child.proc.wait()
             if child.stopping:
@@ -420,6 +485,7 @@ class Demo:
             self.died.set_result(child)
 
     async def stop_all(self) -> None:
+        """Stop every child, in the reverse order of their start."""
         for child in reversed(self.children):
             try:
                 await child.stop()
@@ -428,6 +494,7 @@ class Demo:
 
     # -- steps -----------------------------------------------------------------------------------
     def prepare_run_dir(self) -> None:
+        """Check the port and the tree, then recreate .demo/."""
         if port_in_use(self.port):
             raise DemoError(
                 f"port {self.port} is already in use (another Home Assistant?). "
@@ -436,15 +503,18 @@ class Demo:
         if not HASS.exists():
             raise DemoError(f"{HASS} is missing: run scripts/setup")
         if not self.ha_only and not (INTEGRATION / "manifest.json").exists():
-            raise DemoError(f"{INTEGRATION}/manifest.json is missing: the integration is not in this tree")
+            raise DemoError(
+                f"{INTEGRATION}/manifest.json is missing: the integration is not in this tree"
+            )
         if RUN_DIR.exists():
             shutil.rmtree(RUN_DIR)
         RUN_DIR.mkdir()
         (RUN_DIR / "packages").mkdir()
 
     async def start_mosquitto(self) -> None:
-        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(mosquitto).exists():
+        """Start a private Mosquitto on a free loopback port."""
+        mosquitto = shutil.which("mosquitto") or shutil.which("/usr/sbin/mosquitto")
+        if mosquitto is None:
             raise DemoError("Mosquitto is missing: run scripts/setup")
         self.mqtt_port = free_port()
         conf = RUN_DIR / "mosquitto.conf"
@@ -456,15 +526,21 @@ class Demo:
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
             "connection_messages true\n"
         )
-        child = await self.spawn("mosquitto", [mosquitto, "-c", str(conf)], RUN_DIR / "mosquitto.log")
+        child = await self.spawn(
+            "mosquitto", [mosquitto, "-c", str(conf)], RUN_DIR / "mosquitto.log"
+        )
         await self.wait_tcp(child, self.mqtt_port, 10)
         say(f"demo: Mosquitto on 127.0.0.1:{self.mqtt_port}")
 
-    async def wait_tcp(self, child: Child, port: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_tcp(self, child: Child, port: int, limit: float) -> None:
+        """Wait until the child accepts TCP connections on `port`."""
+        deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             if not child.running:
-                raise DemoError(f"{child.name} exited with code {child.proc.returncode if child.proc else '?'}", child.log)
+                raise DemoError(
+                    f"{child.name} exited with code {child.proc.returncode if child.proc else '?'}",
+                    child.log,
+                )
             with contextlib.suppress(OSError):
                 _, writer = await asyncio.open_connection("127.0.0.1", port)
                 writer.close()
@@ -474,16 +550,25 @@ class Demo:
             await asyncio.sleep(0.1)
         raise DemoError(f"{child.name} does not accept connections on port {port}", child.log)
 
-
     async def start_console(self) -> None:
+        """Start the console stand-in with the demo packages and read its READY line."""
         child = await self.spawn(
             "console stand-in",
             [
-                str(VENV_PYTHON), "-m", "simulator", "console",
-                "--seed", SEED,
-                "--console-host", "127.0.0.1", "--console-port", "0",
-                "--devices", str(self.args.devices),
-                "--packages", str(RUN_DIR / "packages"),
+                str(VENV_PYTHON),
+                "-m",
+                "simulator",
+                "console",
+                "--seed",
+                SEED,
+                "--console-host",
+                "127.0.0.1",
+                "--console-port",
+                "0",
+                "--devices",
+                str(self.args.devices),
+                "--packages",
+                str(RUN_DIR / "packages"),
                 "--demo-packages",
             ],
             RUN_DIR / "console.log",
@@ -493,10 +578,13 @@ class Demo:
         say(f"demo: console stand-in at {self.console['console_url']}")
 
     def write_ha_config(self) -> None:
+        """Write a fresh, minimal HA configuration with onboarding mostly done."""
         cfg = self.config_dir
         (cfg / "custom_components").mkdir(parents=True)
         if (INTEGRATION / "manifest.json").exists():
-            (cfg / "custom_components" / "insighio_ota").symlink_to(INTEGRATION, target_is_directory=True)
+            (cfg / "custom_components" / "insighio_ota").symlink_to(
+                INTEGRATION, target_is_directory=True
+            )
         hosts = ["127.0.0.1"] + (["::1"] if ipv6_loopback() else [])
         (cfg / "configuration.yaml").write_text(
             "# Written by scripts/demo; recreated at every run.\n"
@@ -567,11 +655,17 @@ class Demo:
         )
 
     async def start_home_assistant(self, api: HomeAssistantApi) -> None:
+        """Start HA, create the owner through onboarding, log in, wait until running."""
         child = await self.spawn(
             "Home Assistant",
             [
-                str(HASS), "-c", str(self.config_dir),
-                "--log-file", str(self.ha_log), "--log-no-color", "--skip-pip",
+                str(HASS),
+                "-c",
+                str(self.config_dir),
+                "--log-file",
+                str(self.ha_log),
+                "--log-no-color",
+                "--skip-pip",
             ],
             RUN_DIR / "home-assistant.stdout.log",
             stop_timeout=40.0,
@@ -590,14 +684,21 @@ class Demo:
                 break
             await asyncio.sleep(0.5)
         if status is None:
-            raise DemoError(f"Home Assistant did not answer on {self.base} within {HA_BOOT_TIMEOUT:.0f} s", self.ha_log)
+            raise DemoError(
+                f"Home Assistant did not answer on {self.base} within {HA_BOOT_TIMEOUT:.0f} s",
+                self.ha_log,
+            )
         if not any(step["step"] == "user" and step["done"] for step in status):
             await api.onboard_user()
         await api.login()
         await api.wait_running(max(10.0, deadline - time.monotonic()))
-        say(f"demo: Home Assistant is up ({time.monotonic() - started:.0f} s), user {HA_USER} created")
+        say(
+            f"demo: Home Assistant is up ({time.monotonic() - started:.0f} s), "
+            f"user {HA_USER} created"
+        )
 
     async def setup_integrations(self, api: HomeAssistantApi) -> None:
+        """Set up HA's MQTT integration, then insighio_ota, through their config flows."""
         await api.config_flow("mqtt", {"broker": "127.0.0.1", "port": self.mqtt_port})
         say("demo: MQTT integration set up")
         answers = {
@@ -605,18 +706,32 @@ class Demo:
             "email": self.console.get("email", "demo@insigh.io"),
             "password": self.console.get("password", "console-demo"),
         }
-        result = await api.config_flow("insighio_ota", answers, menu_choice=("console", "user", "console_account"))
-        entry_id = (result.get("result") or {}).get("entry_id") if isinstance(result.get("result"), dict) else None
+        result = await api.config_flow(
+            "insighio_ota", answers, menu_choice=("console", "user", "console_account")
+        )
+        entry_id = (
+            (result.get("result") or {}).get("entry_id")
+            if isinstance(result.get("result"), dict)
+            else None
+        )
         # Wait until the entry is loaded (entities created) before the devices boot.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             entries = await api.entry_state("insighio_ota")
-            entry = next((e for e in entries if entry_id is None or e.get("entry_id") == entry_id), None)
+            entry = next(
+                (e for e in entries if entry_id is None or e.get("entry_id") == entry_id), None
+            )
             if entry and entry.get("state") == "loaded":
                 break
-            if entry and entry.get("state") in ("setup_error", "setup_retry", "migration_error", "failed_unload"):
+            if entry and entry.get("state") in (
+                "setup_error",
+                "setup_retry",
+                "migration_error",
+                "failed_unload",
+            ):
                 raise DemoError(
-                    f"insighio_ota entry is in state {entry['state']}: {entry.get('reason') or ''}", self.ha_log
+                    f"insighio_ota entry is in state {entry['state']}: {entry.get('reason') or ''}",
+                    self.ha_log,
                 )
             await asyncio.sleep(0.5)
         else:
@@ -624,17 +739,30 @@ class Demo:
         say(f"demo: insighio_ota set up with the console stand-in ({result.get('title', '')})")
 
     async def start_devices(self) -> None:
+        """Start the simulated devices (after the integration subscribed) and read READY."""
         child = await self.spawn(
             "simulated devices",
             [
-                str(VENV_PYTHON), "-m", "simulator", "devices",
-                "--seed", SEED,
-                "--mqtt-host", "127.0.0.1", "--mqtt-port", str(self.mqtt_port),
-                "--console-url", self.console["console_url"],
-                "--devices", str(self.args.devices),
-                "--wake-period", str(self.wake_period),
-                "--listen-window", str(self.listen_window),
-                "--state-dir", str(RUN_DIR / "devices"),
+                str(VENV_PYTHON),
+                "-m",
+                "simulator",
+                "devices",
+                "--seed",
+                SEED,
+                "--mqtt-host",
+                "127.0.0.1",
+                "--mqtt-port",
+                str(self.mqtt_port),
+                "--console-url",
+                self.console["console_url"],
+                "--devices",
+                str(self.args.devices),
+                "--wake-period",
+                str(self.wake_period),
+                "--listen-window",
+                str(self.listen_window),
+                "--state-dir",
+                str(RUN_DIR / "devices"),
             ],
             RUN_DIR / "devices.log",
             ready_line=True,
@@ -644,9 +772,12 @@ class Demo:
         if not self.devices:
             raise DemoError("the device simulator reported no devices", child.log)
         names = ", ".join(d.get("name", d.get("id", "?")) for d in self.devices)
-        say(f"demo: {len(self.devices)} simulated devices awake every {self.wake_period} s: {names}")
+        say(
+            f"demo: {len(self.devices)} simulated devices awake every {self.wake_period} s: {names}"
+        )
 
     async def register_package(self, api: HomeAssistantApi) -> None:
+        """Register the demo package through the integration's action."""
         body = {
             "file_id": PACKAGE_FILE_ID,
             "file_type": PACKAGE_FILE_TYPE,
@@ -658,11 +789,18 @@ class Demo:
         except DemoError as err:
             if "return_response" not in str(err):
                 raise
-            await api.request("POST", "/api/services/insighio_ota/register_package?return_response", json_body=body)
-        say(f"demo: package {PACKAGE_FILE_ID}{PACKAGE_FILE_TYPE} registered as version {PACKAGE_VERSION}")
+            await api.request(
+                "POST",
+                "/api/services/insighio_ota/register_package?return_response",
+                json_body=body,
+            )
+        say(
+            f"demo: package {PACKAGE_FILE_ID}{PACKAGE_FILE_TYPE} registered "
+            f"as version {PACKAGE_VERSION}"
+        )
 
     async def update_entities(self, api: HomeAssistantApi) -> dict[str, dict[str, Any]]:
-        """Map console device id -> {entity_id, name} using HA's device registry (via a template)."""
+        """Map console device ids (and names) to update entities, via HA's device registry."""
         rows = await api.template(
             "{% for s in states.update %}"
             "{{ s.entity_id }}\t{{ device_attr(s.entity_id, 'name') }}\t"
@@ -682,8 +820,11 @@ class Demo:
             found.setdefault(f"name:{name}", {"entity_id": entity_id, "name": name})
         return found
 
-    async def entity_for(self, api: HomeAssistantApi, device: dict[str, Any], timeout: float = 20) -> str:
-        deadline = time.monotonic() + timeout
+    async def entity_for(
+        self, api: HomeAssistantApi, device: dict[str, Any], limit: float = 20
+    ) -> str:
+        """Return the update entity of a console device, waiting for it to appear."""
+        deadline = time.monotonic() + limit
         while True:
             found = await self.update_entities(api)
             hit = found.get(str(device.get("id"))) or found.get(f"name:{device.get('name')}")
@@ -699,8 +840,11 @@ class Demo:
                 )
             await asyncio.sleep(0.5)
 
-    async def wait_offered(self, api: HomeAssistantApi, entity_id: str, timeout: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+    async def wait_offered(
+        self, api: HomeAssistantApi, entity_id: str, limit: float = 30
+    ) -> dict[str, Any]:
+        """Wait until the entity offers the demo version."""
+        deadline = time.monotonic() + limit
         state: dict[str, Any] | None = None
         while time.monotonic() < deadline:
             state = await api.state(entity_id)
@@ -714,16 +858,45 @@ class Demo:
             self.ha_log,
         )
 
-    async def smoke_install(self, api: HomeAssistantApi, entity_id: str, device: dict[str, Any]) -> None:
-        await api.request("POST", "/api/services/update/install", json_body={"entity_id": entity_id})
-        say(f"demo: update.install called on {entity_id}; waiting for the device to wake and apply it")
+    async def wait_reported(self, api: HomeAssistantApi, entity_id: str) -> None:
+        """Wait (briefly) until HA knows the device's version from its boot-time /stat."""
+        deadline = time.monotonic() + self.wake_period + self.listen_window + 10
+        while time.monotonic() < deadline:
+            state = await api.state(entity_id)
+            if state and state["attributes"].get("installed_version"):
+                say(
+                    f"demo: {entity_id} reports installed version "
+                    f"{state['attributes']['installed_version']}"
+                )
+                return
+            await asyncio.sleep(0.5)
+        say(f"demo: note: {entity_id} shows no installed version yet; installing anyway")
+
+    async def smoke_install(
+        self, api: HomeAssistantApi, entity_id: str, device: dict[str, Any]
+    ) -> None:
+        """Call update.install and wait until the device applied the package."""
+        await api.request(
+            "POST", "/api/services/update/install", json_body={"entity_id": entity_id}
+        )
+        say(
+            f"demo: update.install called on {entity_id}; "
+            "waiting for the device to wake and apply it"
+        )
         last = None
         while True:
             state = await api.state(entity_id)
             attrs = (state or {}).get("attributes", {})
-            now = (state or {}).get("state"), attrs.get("installed_version"), attrs.get("in_progress")
+            now = (
+                (state or {}).get("state"),
+                attrs.get("installed_version"),
+                attrs.get("in_progress"),
+            )
             if now != last:
-                say(f"demo:   {entity_id}: state={now[0]} installed_version={now[1]} in_progress={now[2]}")
+                say(
+                    f"demo:   {entity_id}: state={now[0]} "
+                    f"installed_version={now[1]} in_progress={now[2]}"
+                )
                 last = now
             if attrs.get("installed_version") == PACKAGE_VERSION and not attrs.get("in_progress"):
                 break
@@ -731,29 +904,38 @@ class Demo:
         say(f"OTA applied: {device.get('name')} {PACKAGE_VERSION}")
 
     def instructions(self, entity_id: str, device: dict[str, Any]) -> str:
+        """Return what to open and click."""
         name = device.get("name", "Sensor 1")
         others = ", ".join(d.get("name", "?") for d in self.devices[1:])
-        return f"""
-================================================================================
- insigh.io OTA demo is running
-   Open        http://localhost:{self.port}
-   Log in      user {HA_USER}   password {HA_PASSWORD}
-   Then        Settings -> Updates -> {name} (or Settings -> Devices & services ->
-               insigh.io OTA -> {name} -> Firmware), then press Update (HA's install
-               button). Entity: {entity_id}
-   Offered     version {PACKAGE_VERSION} (package {PACKAGE_FILE_ID}{PACKAGE_FILE_TYPE}, release notes in the dialog)
-               to every device{f"; {others} can be updated too" if others else ""}.
-   What next   HA publishes a retained OTA request; the device picks it up at its next wake
-               (every {self.wake_period} s; it listens {self.listen_window} s), downloads the package from the
-               console stand-in, applies it, reports success, reboots and reports its
-               new version: within about {self.wake_period + self.listen_window + 5} s the dialog shows "Installing",
-               then installed version {PACKAGE_VERSION}, "Up-to-date".
-   Logs        {RUN_DIR.relative_to(REPO)}/home-assistant.log, console.log, devices.log, mosquitto.log
-   Stop        Ctrl-C stops Home Assistant, the simulators and Mosquitto
-================================================================================
-"""
+        package = f"{PACKAGE_FILE_ID}{PACKAGE_FILE_TYPE}"
+        within = self.wake_period + self.listen_window + 5
+        bar = "=" * 80
+        pad = " " * 15
+        lines = [
+            bar,
+            " insigh.io OTA demo is running",
+            f"   Open        http://localhost:{self.port}",
+            f"   Log in      user {HA_USER}   password {HA_PASSWORD}",
+            f"   Then        Settings -> Updates -> {name} (or Settings -> Devices & services ->",
+            f"               insigh.io OTA -> {name} -> Firmware), then press Update",
+            f"               (HA's install button). Entity: {entity_id}",
+            f"   Offered     version {PACKAGE_VERSION} (package {package}, release notes in the",
+            "               dialog) to every device"
+            + (f"; {others} can be updated too." if others else "."),
+            "   What next   The dialog shows Installing: HA has published a retained OTA request.",
+            f"{pad}The device reads it at its next wake (every {self.wake_period} s, listening",
+            f"{pad}{self.listen_window} s), downloads the package from the console stand-in,",
+            f"{pad}applies it, reports success, reboots and reports its new version:",
+            f"{pad}within about {within} s the installed version becomes {PACKAGE_VERSION}.",
+            f"   Logs        {RUN_DIR.relative_to(REPO)}/: home-assistant.log, console.log, "
+            "devices.log, mosquitto.log",
+            "   Stop        Ctrl-C stops Home Assistant, the simulators and Mosquitto",
+            bar,
+        ]
+        return "\n" + "\n".join(lines) + "\n"
 
     async def scenario(self) -> int:
+        """Run the demo's steps; in interactive mode, wait forever at the end."""
         self.prepare_run_dir()
         await self.start_mosquitto()
         if not self.ha_only:
@@ -767,7 +949,10 @@ class Demo:
                 say("demo: MQTT integration set up (--until ha: stopping here)")
                 if self.smoke:
                     return 0
-                say(f"demo: http://localhost:{self.port}  login {HA_USER} / {HA_PASSWORD}; Ctrl-C stops")
+                say(
+                    f"demo: http://localhost:{self.port}  login {HA_USER} / {HA_PASSWORD}; "
+                    "Ctrl-C stops"
+                )
                 await asyncio.Event().wait()
             await self.setup_integrations(api)
             await self.start_devices()
@@ -777,13 +962,38 @@ class Demo:
             await self.wait_offered(api, entity_id)
             say(f"demo: {entity_id} offers version {PACKAGE_VERSION}")
             if self.smoke:
+                await self.wait_reported(api, entity_id)
                 await self.smoke_install(api, entity_id, device)
                 return 0
             say(self.instructions(entity_id, device))
             await asyncio.Event().wait()  # until a signal or a child dies
         return 0
 
+    def _outcome(
+        self, main: asyncio.Task[int], done: set[asyncio.Future[Any]], signame: list[str]
+    ) -> tuple[int, str | None, Path | None]:
+        """Return (exit code, failure reason, log to show) for whatever ended the wait."""
+        assert self.died is not None  # noqa: S101 - set by run() before
+        if main in done:
+            try:
+                return main.result(), None, None
+            except DemoError as err:
+                return 1, str(err), err.log or self.ha_log
+            except Exception as err:  # report anything to the user
+                return 1, f"{type(err).__name__}: {err}", self.ha_log
+        if self.died in done:
+            child = self.died.result()
+            rc = child.proc.returncode if child.proc else "?"
+            return (
+                1,
+                f"{child.name} exited unexpectedly (exit code {rc})",
+                (child.report_log or child.log),
+            )
+        say(f"\ndemo: {signame[0] if signame else 'signal'} received, stopping everything ...")
+        return 0, None, None
+
     async def run(self) -> int:
+        """Run the scenario, watch children and signals, and always stop everything."""
         loop = asyncio.get_running_loop()
         self.died = loop.create_future()
         stop = asyncio.Event()
@@ -805,20 +1015,7 @@ class Demo:
         try:
             async with asyncio.timeout(SMOKE_BUDGET if self.smoke else None):
                 done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            if main in done:
-                try:
-                    code = main.result()
-                except DemoError as err:
-                    reason, log = str(err), err.log or self.ha_log
-                except Exception as err:  # noqa: BLE001 - report anything to the user
-                    reason, log = f"{type(err).__name__}: {err}", self.ha_log
-            elif self.died in done:
-                child = self.died.result()
-                rc = child.proc.returncode if child.proc else "?"
-                reason, log = f"{child.name} exited unexpectedly (exit code {rc})", child.report_log or child.log
-            else:
-                say(f"\ndemo: {signame[0] if signame else 'signal'} received, stopping everything ...")
-                code = 0
+            code, reason, log = self._outcome(main, done, signame)
         except TimeoutError:
             reason, log = f"smoke run did not finish within {SMOKE_BUDGET:.0f} s", self.ha_log
         finally:
@@ -842,13 +1039,28 @@ class Demo:
 
 
 def main() -> int:
+    """Parse the command line and run the demo."""
     parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="unattended end-to-end run, exit 0 when an OTA applied")
-    parser.add_argument("--port", type=int, default=8123, help="Home Assistant HTTP port (default 8123)")
-    parser.add_argument("--devices", type=int, default=3, help="number of simulated devices (default 3)")
-    parser.add_argument("--wake-period", type=int, default=0, help="device wake period in s (15; 3 with --smoke)")
-    parser.add_argument("--listen-window", type=int, default=0, help="device listen window in s (default 5)")
-    parser.add_argument("--until", choices=["ha"], help="developer aid: stop after HA and its MQTT integration are set up")
+    parser.add_argument(
+        "--smoke", action="store_true", help="unattended end-to-end run, exit 0 when an OTA applied"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8123, help="Home Assistant HTTP port (default 8123)"
+    )
+    parser.add_argument(
+        "--devices", type=int, default=3, help="number of simulated devices (default 3)"
+    )
+    parser.add_argument(
+        "--wake-period", type=int, default=0, help="device wake period in s (15; 3 with --smoke)"
+    )
+    parser.add_argument(
+        "--listen-window", type=int, default=0, help="device listen window in s (default 5)"
+    )
+    parser.add_argument(
+        "--until",
+        choices=["ha"],
+        help="developer aid: stop after HA and its MQTT integration are set up",
+    )
     args = parser.parse_args()
     if args.devices < 1:
         parser.error("--devices must be at least 1")

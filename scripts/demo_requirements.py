@@ -31,7 +31,7 @@ DEMO_INTEGRATIONS = {"frontend", "config", "api", "http", "logger", "onboarding"
 
 
 def wanted_requirements() -> dict[str, set[str]]:
-    """Requirement string -> integrations needing it, following dependencies."""
+    """Map each requirement to the integrations needing it, following dependencies."""
     components = Path(homeassistant.__file__).parent / "components"
     todo = sorted(set(bootstrap.DEFAULT_INTEGRATIONS) | DEMO_INTEGRATIONS)
     seen: set[str] = set()
@@ -52,6 +52,7 @@ def wanted_requirements() -> dict[str, set[str]]:
 
 
 def missing_requirements() -> list[str]:
+    """Return the requirements not installed at the pinned version."""
     missing = []
     for requirement in sorted(wanted_requirements()):
         try:
@@ -91,7 +92,7 @@ def build_env() -> dict[str, str]:
 
 
 def ensure_turbojpeg() -> None:
-    """The camera platform (imported by HA's service descriptions) loads libturbojpeg."""
+    """Install libturbojpeg, which the camera platform (imported by HA's services list) loads."""
     if ctypes.util.find_library("turbojpeg"):
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
@@ -111,11 +112,13 @@ def ensure_turbojpeg() -> None:
 
 
 def install(cmd: list[str], requirements: list[str], env: dict[str, str]) -> bool:
+    """Install requirements; tell whether it worked."""
     result = subprocess.run([*cmd, *requirements], check=False, capture_output=True, env=env)
     return result.returncode == 0
 
 
 def main() -> int:
+    """Install what is missing; never fail the demo over it."""
     ensure_turbojpeg()
     missing = missing_requirements()
     if not missing:
