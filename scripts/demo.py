@@ -450,6 +450,7 @@ class Demo:
         self._watchers: set[asyncio.Task[None]] = set()
         self.died: asyncio.Future[Child] | None = None
         self.ha_log = RUN_DIR / "home-assistant.log"
+        self.ha_spawned = False
         self.mqtt_port = 0
         self.console: dict[str, Any] = {}
         self.devices: list[dict[str, Any]] = []
@@ -656,6 +657,7 @@ class Demo:
 
     async def start_home_assistant(self, api: HomeAssistantApi) -> None:
         """Start HA, create the owner through onboarding, log in, wait until running."""
+        self.ha_spawned = True
         child = await self.spawn(
             "Home Assistant",
             [
@@ -969,6 +971,10 @@ class Demo:
             await asyncio.Event().wait()  # until a signal or a child dies
         return 0
 
+    def default_log(self) -> Path | None:
+        """Return HA's log once HA was started in this run (older runs' logs mislead)."""
+        return self.ha_log if self.ha_spawned else None
+
     def _outcome(
         self, main: asyncio.Task[int], done: set[asyncio.Future[Any]], signame: list[str]
     ) -> tuple[int, str | None, Path | None]:
@@ -978,9 +984,9 @@ class Demo:
             try:
                 return main.result(), None, None
             except DemoError as err:
-                return 1, str(err), err.log or self.ha_log
+                return 1, str(err), err.log or self.default_log()
             except Exception as err:  # report anything to the user
-                return 1, f"{type(err).__name__}: {err}", self.ha_log
+                return 1, f"{type(err).__name__}: {err}", self.default_log()
         if self.died in done:
             child = self.died.result()
             rc = child.proc.returncode if child.proc else "?"
@@ -1017,7 +1023,8 @@ class Demo:
                 done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             code, reason, log = self._outcome(main, done, signame)
         except TimeoutError:
-            reason, log = f"smoke run did not finish within {SMOKE_BUDGET:.0f} s", self.ha_log
+            reason = f"smoke run did not finish within {SMOKE_BUDGET:.0f} s"
+            log = self.default_log()
         finally:
             for task in (main, stopper):
                 if not task.done():
