@@ -97,12 +97,12 @@ def ensure_turbojpeg() -> None:
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
         print("demo: installing libturbojpeg0 from Debian packages", file=sys.stderr, flush=True)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "libturbojpeg0"],
-            check=False,
-            capture_output=True,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        )
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        command = ["apt-get", "install", "-y", "-qq", "libturbojpeg0"]
+        if subprocess.run(command, check=False, capture_output=True, env=env).returncode:
+            # A fresh machine may have no package lists yet.
+            subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True, env=env)
+            subprocess.run(command, check=False, capture_output=True, env=env)
     if not ctypes.util.find_library("turbojpeg"):
         print(
             "demo: libturbojpeg is missing (Debian/Ubuntu: apt-get install libturbojpeg0, "
