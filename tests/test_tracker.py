@@ -118,7 +118,7 @@ async def queued(
 
 
 async def test_request_echo_does_not_end_job(
-    hass: HomeAssistant, queued: list[Any], mqtt_mock: Any
+    hass: HomeAssistant, queued: list[Any], mqtt_mock: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Our own retained request coming back from the broker is not a device report."""
     # Forwarded live to us as a subscriber, so without the retain flag.
@@ -130,6 +130,7 @@ async def test_request_echo_does_not_end_job(
     assert attrs["installed_version"] == "master@1a2b3c4"
     assert events_states(queued) == []
     assert publishes(mqtt_mock) == []  # Not cleared: the device has yet to read it.
+    assert _warnings(caplog, "") == 0  # Expected traffic, not a problem to report.
 
 
 def events_states(events: list[Any]) -> list[str]:
