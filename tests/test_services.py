@@ -1,5 +1,6 @@
 """The register_package action: verify a console package by downloading it, then store it."""
 
+import asyncio
 import hashlib
 from typing import Any
 
@@ -302,3 +303,20 @@ async def test_two_entries_need_config_entry_id(
 
     await hass.config_entries.async_unload(second.entry_id)
     await hass.async_block_till_done()
+
+
+async def test_concurrent_registrations_keep_labels_unique(
+    hass: HomeAssistant, setup_integration: MockConfigEntry, hass_storage: dict[str, Any]
+) -> None:
+    """Two registrations racing for one label: one wins, the other is refused after download."""
+    results = await asyncio.gather(
+        register(hass, file_id="aaaa0001", version="1.0"),
+        register(hass, file_id="bbbb0002", version="1.0"),
+        return_exceptions=True,
+    )
+
+    refused = [r for r in results if isinstance(r, ServiceValidationError)]
+    assert len(refused) == 1
+    assert refused[0].translation_key == "version_taken"
+    await hass.async_block_till_done()
+    assert len(stored_packages(hass_storage, setup_integration)) == 1

@@ -157,6 +157,8 @@ async def test_applied_then_stat_verifies(
     device = device_registry.async_get_device_by_identifier(
         (DOMAIN, DEVICE_ID), setup_integration.entry_id
     )
+    # The device page shows the new software as soon as the device said it applied it.
+    assert device.sw_version == "1.1.0"
     assert events_states(queued) == ["applied"]
     assert queued[0].data == {
         "device_id": device.id,

@@ -32,6 +32,16 @@ class Package:
     registered_at: str
 
 
+class VersionTakenError(Exception):
+    """Raised when a version label already belongs to another package."""
+
+    def __init__(self, version: str, file_id: str) -> None:
+        """Name the label and the package that has it."""
+        super().__init__(f"version {version} belongs to package {file_id}")
+        self.version = version
+        self.file_id = file_id
+
+
 class PackageCatalogue:
     """The registered packages of one config entry, persisted in HA's storage."""
 
@@ -71,6 +81,12 @@ class PackageCatalogue:
         """Return the registration position of a version label, None when unknown."""
         return next((index for index, p in enumerate(self._packages) if p.version == version), None)
 
+    def check_version_free(self, file_id: str, version: str) -> None:
+        """Raise `VersionTakenError` when another package already has this label."""
+        existing = self.by_version(version)
+        if existing is not None and existing.file_id != file_id:
+            raise VersionTakenError(version, existing.file_id)
+
     async def async_add(
         self,
         *,
@@ -86,6 +102,8 @@ class PackageCatalogue:
         Registering a file id again replaces its record in place (a corrected label or notes)
         and keeps its position, so the order of versions does not silently change.
         """
+        # Checked again here: another registration may have taken the label during a download.
+        self.check_version_free(file_id, version)
         package = Package(
             file_id=file_id,
             file_type=file_type,

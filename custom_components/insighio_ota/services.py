@@ -8,9 +8,11 @@ from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import config_validation as cv
 import probatio
 
+from .catalogue import VersionTakenError
 from .console import (
     ConsoleAuthenticationError,
     ConsoleError,
+    PackageDownload,
     PackageNotFoundError,
 )
 from .const import (
@@ -22,7 +24,7 @@ from .const import (
     DOMAIN,
     SERVICE_REGISTER_PACKAGE,
 )
-from .coordinator import InsighioOtaConfigEntry
+from .coordinator import InsighioOtaConfigEntry, InsighioOtaRuntimeData
 from .protocol import OtaRequest, ProtocolError
 
 _NON_EMPTY_TEXT = probatio.All(cv.string, probatio.Strip, probatio.Length(min=1, max=255))
@@ -74,20 +76,43 @@ async def _async_register_package(call: ServiceCall) -> ServiceResponse:
             translation_key="invalid_package",
             translation_placeholders={"error": str(err)},
         ) from err
-    existing = runtime.catalogue.by_version(version)
-    if existing is not None and existing.file_id != file_id:
+    try:
+        # Checked before the download to save it, and again when the package is stored.
+        runtime.catalogue.check_version_free(file_id, version)
+        download = await _async_download(runtime, file_id)
+        package = await runtime.catalogue.async_add(
+            file_id=file_id,
+            file_type=file_type,
+            size=download.size,
+            sha256=download.sha256,
+            version=version,
+            release_notes=call.data.get(ATTR_RELEASE_NOTES),
+        )
+    except VersionTakenError as err:
         raise ServiceValidationError(
             translation_domain=DOMAIN,
             translation_key="version_taken",
-            translation_placeholders={"version": version, "file_id": existing.file_id},
-        )
+            translation_placeholders={"version": version, "file_id": err.file_id},
+        ) from err
+    response: dict[str, Any] = {
+        ATTR_FILE_ID: package.file_id,
+        ATTR_FILE_TYPE: package.file_type,
+        ATTR_VERSION: package.version,
+        "size": package.size,
+        "sha256": package.sha256,
+    }
+    return response
+
+
+async def _async_download(runtime: InsighioOtaRuntimeData, file_id: str) -> PackageDownload:
+    """Download a package with the first device's credentials, as a device would get it."""
     devices = list(runtime.coordinator.data.values())
     if not devices:
         raise ServiceValidationError(
             translation_domain=DOMAIN, translation_key="no_device_to_verify"
         )
     try:
-        download = await runtime.client.download_package(file_id, devices[0])
+        return await runtime.client.download_package(file_id, devices[0])
     except PackageNotFoundError as err:
         raise ServiceValidationError(
             translation_domain=DOMAIN,
@@ -106,22 +131,6 @@ async def _async_register_package(call: ServiceCall) -> ServiceResponse:
             translation_key="console_unavailable",
             translation_placeholders={"error": str(err)},
         ) from err
-    package = await runtime.catalogue.async_add(
-        file_id=file_id,
-        file_type=file_type,
-        size=download.size,
-        sha256=download.sha256,
-        version=version,
-        release_notes=call.data.get(ATTR_RELEASE_NOTES),
-    )
-    response: dict[str, Any] = {
-        ATTR_FILE_ID: package.file_id,
-        ATTR_FILE_TYPE: package.file_type,
-        ATTR_VERSION: package.version,
-        "size": package.size,
-        "sha256": package.sha256,
-    }
-    return response
 
 
 def async_setup_services(hass: HomeAssistant) -> None:

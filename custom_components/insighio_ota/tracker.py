@@ -317,6 +317,7 @@ class OtaTracker:
             facts = self._facts.setdefault(job.device_id, DeviceFacts())
             facts.installed_version = job.version
             facts.confirmed_software = None
+            self._update_device_registry(job.device_id)
             self._start_verify_window(job)
         elif report.is_failed:
             _move(job, JobState.FAILED, report.reason)
@@ -354,7 +355,7 @@ class OtaTracker:
                 # Someone changed the software outside HA: the label no longer describes it.
                 facts.installed_version = None
                 facts.confirmed_software = None
-        self._update_device_registry(device_id, stat)
+        self._update_device_registry(device_id)
         job = self._jobs.get(device_id)
         if job is not None and job.state is JobState.APPLIED and job.awaiting_stat:
             _move(job, JobState.VERIFIED)
@@ -365,16 +366,17 @@ class OtaTracker:
         await self._async_save()
         async_dispatcher_send(self._hass, signal_device_updated(self._entry_id, device_id))
 
-    def _update_device_registry(self, device_id: str, stat: DeviceStat) -> None:
-        """Show the device's software and hardware in the device registry."""
+    def _update_device_registry(self, device_id: str) -> None:
+        """Show the device's software (and hardware, once known) in the device registry."""
         registry = dr.async_get(self._hass)
         device = self._registry_device(device_id)
         if device is None:
             return
+        stat = self.stat(device_id)
         registry.async_update_device(
             device.id,
             sw_version=self.installed_version(device_id),
-            hw_version=stat.hw_version,
+            hw_version=stat.hw_version if stat else device.hw_version,
         )
 
     def _registry_device(self, device_id: str) -> dr.DeviceEntry | None:

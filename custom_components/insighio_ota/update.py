@@ -78,7 +78,7 @@ class InsighioOtaUpdate(InsighioOtaEntity, UpdateEntity):
         latest = self.runtime_data.catalogue.latest
         if latest is None or not latest.release_notes:
             return None
-        return latest.release_notes.strip().splitlines()[0][:255]
+        return latest.release_notes.strip().splitlines()[0].strip()[:255]
 
     @property
     def extra_state_attributes(self) -> dict[str, Any]:
