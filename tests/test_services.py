@@ -3,6 +3,7 @@
 import asyncio
 import hashlib
 from typing import Any
+from unittest.mock import patch
 
 import aiohttp
 from homeassistant.const import CONF_EMAIL
@@ -13,6 +14,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.test_util.aiohttp import AiohttpClientMocker
 
+from custom_components.insighio_ota.console import ConsoleClient, PackageDownload
 from custom_components.insighio_ota.const import (
     CONF_API_KEY,
     CONF_API_KEY_ID,
@@ -309,11 +311,19 @@ async def test_concurrent_registrations_keep_labels_unique(
     hass: HomeAssistant, setup_integration: MockConfigEntry, hass_storage: dict[str, Any]
 ) -> None:
     """Two registrations racing for one label: one wins, the other is refused after download."""
-    results = await asyncio.gather(
-        register(hass, file_id="aaaa0001", version="1.0"),
-        register(hass, file_id="bbbb0002", version="1.0"),
-        return_exceptions=True,
-    )
+    both_downloading = asyncio.Barrier(2)
+
+    async def slow_download(*_args: Any, **_kwargs: Any) -> PackageDownload:
+        # Both calls have passed the early label check before either stores its package.
+        await both_downloading.wait()
+        return PackageDownload(size=len(PACKAGE_BYTES), sha256=SHA256, content=PACKAGE_BYTES)
+
+    with patch.object(ConsoleClient, "download_package", side_effect=slow_download):
+        results = await asyncio.gather(
+            register(hass, file_id="aaaa0001", version="1.0"),
+            register(hass, file_id="bbbb0002", version="1.0"),
+            return_exceptions=True,
+        )
 
     refused = [r for r in results if isinstance(r, ServiceValidationError)]
     assert len(refused) == 1
