@@ -36,3 +36,24 @@ ATTR_INSIGHIO_DEVICE_ID: Final = "insighio_device_id"
 SERVICE_REGISTER_PACKAGE: Final = "register_package"
 
 MANUFACTURER: Final = "insigh.io"
+
+# Options of a config entry (the options flow sets them; these are the defaults).
+CONF_NOTIFY_FAILURES: Final = "notify_failures"
+CONF_RETRY_CAP: Final = "retry_cap"
+CONF_TIMEOUT_WAKES: Final = "timeout_wakes"
+CONF_SEEN_WITHIN_HOURS: Final = "seen_within_hours"
+CONF_MIN_BATTERY_MV: Final = "min_battery_mv"
+DEFAULT_NOTIFY_FAILURES: Final = True
+# The firmware retries "can not download" at every wake forever; we give up after this many.
+DEFAULT_RETRY_CAP: Final = 3
+# A queued job times out after this many of the device's wake intervals...
+DEFAULT_TIMEOUT_WAKES: Final = 6
+# ...but never sooner or later than these, and after a day when the cadence is unknown.
+MIN_QUEUED_TIMEOUT: Final = timedelta(hours=1)
+MAX_QUEUED_TIMEOUT: Final = timedelta(days=7)
+UNKNOWN_CADENCE_TIMEOUT: Final = timedelta(hours=24)
+# 0 turns a guard off. A device not heard from for this long probably will not wake soon.
+DEFAULT_SEEN_WITHIN_HOURS: Final = 72
+DEFAULT_MIN_BATTERY_MV: Final = 0
+# Jobs kept per device for diagnostics.
+JOB_HISTORY_LENGTH: Final = 20
