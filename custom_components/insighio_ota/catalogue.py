@@ -30,6 +30,8 @@ class Package:
     version: str
     release_notes: str | None
     registered_at: str
+    # The application commit the package installs, when known: /stat can then verify it.
+    sw_commit: str | None = None
 
 
 class VersionTakenError(Exception):
