@@ -21,7 +21,9 @@ from custom_components.insighio_ota.protocol import (
     parse_ota_message,
     parse_senml,
     parse_stat,
+    parse_telemetry_topic,
     stat_topic,
+    telemetry_subscription,
 )
 
 CTRL = "c0ffee00-1111-2222-3333-444455556666"
@@ -561,3 +563,31 @@ def test_parse_refuses_topics_of_the_wrong_shape(topic: str) -> None:
 def test_parse_refuses_control_topics_that_are_not_ota_or_stat(suffix: str) -> None:
     with pytest.raises(ProtocolError, match="not an OTA or stat topic"):
         parse_control_topic(f"channels/{CTRL}/messages/{DEVICE}/{suffix}")
+
+
+def test_telemetry_topic_round_trip() -> None:
+    """Telemetry arrives on channels/<data>/messages/<device-id>, matched by one wildcard."""
+    assert telemetry_subscription("data-1") == "channels/data-1/messages/+"
+    assert parse_telemetry_topic("channels/data-1/messages/dev-1") == "dev-1"
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "channels/data-1/messages/dev-1/ota",
+        "channels/data-1/messages/",
+        "channels//messages/dev-1",
+        "chan/data-1/messages/dev-1",
+        "channels/data-1/msgs/dev-1",
+    ],
+)
+def test_telemetry_topic_refuses_other_shapes(topic: str) -> None:
+    """Control topics and malformed topics are not telemetry."""
+    with pytest.raises(ProtocolError, match="not a telemetry topic"):
+        parse_telemetry_topic(topic)
+
+
+def test_telemetry_subscription_refuses_wildcards_in_ids() -> None:
+    """A channel id with MQTT wildcards would subscribe to far more than one channel."""
+    with pytest.raises(ProtocolError):
+        telemetry_subscription("data/#")

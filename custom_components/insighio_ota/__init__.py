@@ -13,7 +13,7 @@ from .console import ConsoleClient
 from .const import CONF_API_KEY, CONF_CONSOLE_URL, DOMAIN
 from .coordinator import InsighioOtaConfigEntry, InsighioOtaCoordinator, InsighioOtaRuntimeData
 from .services import async_setup_services
-from .tracker import OtaTracker
+from .tracker import OtaTracker, TrackerSettings
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 PLATFORMS: list[Platform] = [Platform.UPDATE]
@@ -36,18 +36,26 @@ async def async_setup_entry(hass: HomeAssistant, entry: InsighioOtaConfigEntry) 
     await coordinator.async_config_entry_first_refresh()
     catalogue = PackageCatalogue(hass, entry.entry_id)
     await catalogue.async_load()
-    tracker = OtaTracker(hass, entry.entry_id, lambda device_id: device_id in coordinator.data)
+    tracker = OtaTracker(
+        hass,
+        entry.entry_id,
+        lambda device_id: device_id in coordinator.data,
+        # Read at every use, so a change in the options applies without a reload.
+        lambda: TrackerSettings.from_options(entry.options),
+    )
     await tracker.async_load()
     entry.runtime_data = InsighioOtaRuntimeData(client, coordinator, catalogue, tracker)
-    entry.async_on_unload(tracker.async_stop)
+    entry.async_on_unload(tracker.async_unload)
 
-    await tracker.async_subscribe(coordinator.control_channels)
+    await tracker.async_subscribe(coordinator.control_channels, coordinator.data_channels)
 
     @callback
     def _follow_new_channels() -> None:
-        # A device added in another project of the account brings a new control channel.
+        # A device added in another project of the account brings new channels.
         entry.async_create_background_task(
-            hass, tracker.async_subscribe(coordinator.control_channels), "insighio_ota subscribe"
+            hass,
+            tracker.async_subscribe(coordinator.control_channels, coordinator.data_channels),
+            "insighio_ota subscribe",
         )
 
     entry.async_on_unload(coordinator.async_add_listener(_follow_new_channels))

@@ -67,3 +67,8 @@ class InsighioOtaCoordinator(DataUpdateCoordinator[dict[str, ConsoleDevice]]):
     def control_channels(self) -> set[str]:
         """Return the control channels of the known devices."""
         return {device.control_channel for device in (self.data or {}).values()}
+
+    @property
+    def data_channels(self) -> set[str]:
+        """Return the data (telemetry) channels of the known devices."""
+        return {device.data_channel for device in (self.data or {}).values()}

@@ -198,6 +198,19 @@ def parse_control_topic(topic: str) -> ControlTopic:
     return ControlTopic(control_channel=parts[1], device_id=parts[3], kind=kind)
 
 
+def telemetry_subscription(data_channel: str) -> str:
+    """Return the wildcard topic of every device's telemetry on a data channel."""
+    return f"channels/{_check_id(data_channel, 'data channel')}/messages/+"
+
+
+def parse_telemetry_topic(topic: str) -> str:
+    """Return the device id of a telemetry topic (`channels/<data>/messages/<device-id>`)."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != "channels" or parts[2] != "messages" or not all(parts):
+        raise ProtocolError(f"not a telemetry topic: {topic!r}")
+    return parts[3]
+
+
 def _decode(payload: Payload) -> str:
     """Return the payload as text."""
     if isinstance(payload, (bytes, bytearray)):

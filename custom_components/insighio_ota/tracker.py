@@ -4,20 +4,27 @@ Data flows one way: an MQTT message is parsed by `protocol`, moves a job here, a
 signal tells the device's entities to write their state. Jobs and what we learned about each
 device live in a `Store`, so an HA restart in the middle of an update loses nothing: reports that
 arrive afterwards still match the job that was waiting for them.
+
+A job is `queued` until the device reports, `applied` until the /stat of its reboot arrives, then
+`verified`. It ends `failed`, `cancelled`, `timed_out` or `unknown` (its request vanished while
+nobody listened and /stat cannot tell). Every job that is waiting has a deadline, so no update is
+ever shown in progress forever, and every end clears the retained request.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
+import statistics
 from typing import Any
+import uuid
 
 from homeassistant.components import mqtt, persistent_notification
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
-from homeassistant.exceptions import HomeAssistantError
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.dispatcher import async_dispatcher_send
-from homeassistant.helpers.event import async_call_later
+from homeassistant.helpers.event import async_call_later, async_track_point_in_utc_time
 from homeassistant.helpers.storage import Store
 from homeassistant.util import dt as dt_util
 
@@ -28,12 +35,27 @@ from .const import (
     ATTR_REASON,
     ATTR_STATE,
     ATTR_VERSION,
+    CONF_MIN_BATTERY_MV,
+    CONF_NOTIFY_FAILURES,
+    CONF_RETRY_CAP,
+    CONF_SEEN_WITHIN_HOURS,
+    CONF_TIMEOUT_WAKES,
+    DEFAULT_MIN_BATTERY_MV,
+    DEFAULT_NOTIFY_FAILURES,
+    DEFAULT_RETRY_CAP,
+    DEFAULT_SEEN_WITHIN_HOURS,
+    DEFAULT_TIMEOUT_WAKES,
     DOMAIN,
     EVENT_OTA_STATUS,
+    JOB_HISTORY_LENGTH,
     LOGGER,
+    MAX_QUEUED_TIMEOUT,
+    MIN_QUEUED_TIMEOUT,
+    UNKNOWN_CADENCE_TIMEOUT,
     VERIFY_WINDOW,
 )
 from .protocol import (
+    REASON_CANNOT_DOWNLOAD,
     ControlKind,
     DeviceStat,
     OtaMessage,
@@ -43,12 +65,27 @@ from .protocol import (
     ota_topic,
     parse_control_topic,
     parse_ota_message,
+    parse_senml,
     parse_stat,
+    parse_telemetry_topic,
+    telemetry_subscription,
 )
 
 STORAGE_VERSION = 1
 # Bounds the memory used to remember what was already logged, whatever a broker sends us.
 MAX_LOGGED_KEYS = 1000
+# Two "can not download" reports closer than this come from one wake (an MQTT redelivery),
+# not from two download attempts: the firmware retries once per wake.
+DUPLICATE_REPORT_WINDOW = timedelta(seconds=2)
+# Telemetry closer than this belongs to one connection; only longer gaps are wake intervals.
+MIN_WAKE_INTERVAL = timedelta(seconds=1)
+WAKE_INTERVAL_SAMPLES = 15
+FOREIGN_REPORTS_KEPT = 5
+# After a restart the broker replays retained requests right after our subscription; a queued
+# job whose request has not come back by then was cleared while HA was not listening.
+REPLAY_GRACE = timedelta(seconds=5)
+# Telemetry only changes what we know of a device, so it is saved in batches.
+FACTS_SAVE_DELAY = 30
 
 
 class JobState(StrEnum):
@@ -58,24 +95,61 @@ class JobState(StrEnum):
     APPLIED = "applied"
     VERIFIED = "verified"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerSettings:
+    """The options of a config entry that shape OTA jobs."""
+
+    notify_failures: bool = DEFAULT_NOTIFY_FAILURES
+    retry_cap: int = DEFAULT_RETRY_CAP
+    timeout_wakes: int = DEFAULT_TIMEOUT_WAKES
+    seen_within_hours: int = DEFAULT_SEEN_WITHIN_HOURS
+    min_battery_mv: int = DEFAULT_MIN_BATTERY_MV
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> TrackerSettings:
+        """Read the settings from a config entry's options, defaults for what is missing."""
+        return cls(
+            notify_failures=bool(options.get(CONF_NOTIFY_FAILURES, DEFAULT_NOTIFY_FAILURES)),
+            retry_cap=int(options.get(CONF_RETRY_CAP, DEFAULT_RETRY_CAP)),
+            timeout_wakes=int(options.get(CONF_TIMEOUT_WAKES, DEFAULT_TIMEOUT_WAKES)),
+            seen_within_hours=int(options.get(CONF_SEEN_WITHIN_HOURS, DEFAULT_SEEN_WITHIN_HOURS)),
+            min_battery_mv=int(options.get(CONF_MIN_BATTERY_MV, DEFAULT_MIN_BATTERY_MV)),
+        )
 
 
 @dataclass(slots=True)
 class OtaJob:
     """One OTA request to one device and what became of it."""
 
+    job_id: str
     device_id: str
     control_channel: str
     file_id: str
+    file_type: str
+    size: int
     version: str
     state: JobState
     requested_at: str
     updated_at: str
+    # When a waiting job gives up: the queued timeout, then the end of the verify window.
+    deadline: str | None = None
+    # The application commit the package installs, when known: /stat can then verify it.
+    sw_commit: str | None = None
     reason: str | None = None
+    attempts: int = 0
+    last_attempt_at: str | None = None
     # True once the broker echoed our retained request back: it sits there for the device.
     on_broker: bool = False
+    # True when the request vanished without a report: the next /stat decides the outcome.
+    request_gone: bool = False
     # True between the applied report and the /stat of the reboot (or the end of the window).
     awaiting_stat: bool = False
+    foreign_reports: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def is_open(self) -> bool:
@@ -84,10 +158,24 @@ class OtaJob:
             self.state is JobState.APPLIED and self.awaiting_stat
         )
 
+    @property
+    def unverified(self) -> bool:
+        """Return True for an applied job that no /stat has confirmed in time."""
+        return self.state is JobState.APPLIED and not self.awaiting_stat
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the job as JSON-ready data."""
+        return {**asdict(self), "state": self.state.value}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OtaJob:
+        """Rebuild a stored job."""
+        return cls(**{**data, "state": JobState(data["state"])})
+
 
 @dataclass(slots=True)
 class DeviceFacts:
-    """What we know of a device from its reports, kept across restarts."""
+    """What we know of a device from its messages, kept across restarts."""
 
     # The version label of the last package the device confirmed it applied.
     installed_version: str | None = None
@@ -95,6 +183,17 @@ class DeviceFacts:
     # software means the device was changed outside HA, and the label no longer applies.
     confirmed_software: str | None = None
     stat: dict[str, Any] | None = None
+    last_seen: str | None = None
+    wake_intervals: list[float] = field(default_factory=list)
+    battery_mv: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def wake_interval(self) -> timedelta | None:
+        """Return the device's usual time between wakes: the median is robust to gaps."""
+        if not self.wake_intervals:
+            return None
+        return timedelta(seconds=statistics.median(self.wake_intervals))
 
 
 def _move(job: OtaJob, state: JobState, reason: str | None = None) -> None:
@@ -133,39 +232,50 @@ class OtaTracker:
         hass: HomeAssistant,
         entry_id: str,
         is_known_device: Callable[[str], bool],
+        settings: Callable[[], TrackerSettings] = TrackerSettings,
     ) -> None:
         """Prepare the tracker; call `async_load`, then `async_subscribe`."""
         self._hass = hass
         self._entry_id = entry_id
         self._is_known_device = is_known_device
+        self._settings = settings
         self._store: Store[dict[str, Any]] = Store(
             hass, STORAGE_VERSION, f"{DOMAIN}.{entry_id}.jobs"
         )
         self._jobs: dict[str, OtaJob] = {}
         self._facts: dict[str, DeviceFacts] = {}
         self._subscriptions: dict[str, list[CALLBACK_TYPE]] = {}
-        self._verify_timers: dict[str, CALLBACK_TYPE] = {}
+        self._deadline_timers: dict[str, CALLBACK_TYPE] = {}
+        self._replay_check: CALLBACK_TYPE | None = None
+        # Jobs loaded from storage whose retained request the broker has yet to replay.
+        self._awaiting_replay: set[str] = set()
         self._log_once = _LogOnce()
 
+    # -- lifecycle -------------------------------------------------------------------------
+
     async def async_load(self) -> None:
-        """Read jobs and device facts from storage and resume the verification windows."""
+        """Read jobs and device facts from storage."""
         stored = await self._store.async_load() or {}
         for device_id, job in stored.get("jobs", {}).items():
-            self._jobs[device_id] = OtaJob(**{**job, "state": JobState(job["state"])})
+            self._jobs[device_id] = OtaJob.from_dict(job)
         for device_id, facts in stored.get("devices", {}).items():
             self._facts[device_id] = DeviceFacts(**facts)
         for job in self._jobs.values():
-            if job.state is JobState.APPLIED and job.awaiting_stat:
-                self._start_verify_window(job)
+            if job.state is JobState.QUEUED and not job.request_gone:
+                job.on_broker = False
+                self._awaiting_replay.add(job.device_id)
 
-    async def async_subscribe(self, control_channels: set[str]) -> None:
-        """Listen to the OTA and stat topics of every control channel not yet followed.
+    async def async_subscribe(self, control_channels: set[str], data_channels: set[str]) -> None:
+        """Listen to the control and telemetry topics not yet followed, then resume deadlines.
 
-        The broker replays our retained requests on subscription, which confirms the jobs that
-        are still queued after a restart.
+        The broker replays our retained requests on subscription, which tells the jobs that are
+        still queued after a restart from those whose request vanished meanwhile.
         """
-        for channel in control_channels - self._subscriptions.keys():
-            self._subscriptions[channel] = [
+        first = not self._subscriptions
+        for channel in control_channels:
+            if (key := f"control/{channel}") in self._subscriptions:
+                continue
+            self._subscriptions[key] = [
                 await mqtt.async_subscribe(
                     self._hass,
                     control_subscription(channel, ControlKind.OTA),
@@ -179,21 +289,59 @@ class OtaTracker:
                     qos=1,
                 ),
             ]
+            self._subscriptions[key].append(
+                mqtt.async_on_subscribe_done(
+                    self._hass,
+                    control_subscription(channel, ControlKind.OTA),
+                    1,
+                    self._schedule_replay_check,
+                )
+            )
+        for channel in data_channels:
+            if (key := f"data/{channel}") in self._subscriptions:
+                continue
+            self._subscriptions[key] = [
+                await mqtt.async_subscribe(
+                    self._hass,
+                    telemetry_subscription(channel),
+                    self._on_telemetry,
+                    qos=0,
+                )
+            ]
+        if first:
+            for job in list(self._jobs.values()):
+                if job.is_open:
+                    self._schedule_deadline(job)
 
-    @callback
-    def async_stop(self) -> None:
-        """Stop listening and cancel timers (the config entry is unloading)."""
+    async def async_unload(self) -> None:
+        """Stop listening, cancel timers and write what is not saved yet."""
         for unsubscribes in self._subscriptions.values():
             for unsubscribe in unsubscribes:
                 unsubscribe()
         self._subscriptions.clear()
-        for cancel in self._verify_timers.values():
+        for cancel in self._deadline_timers.values():
             cancel()
-        self._verify_timers.clear()
+        self._deadline_timers.clear()
+        if self._replay_check is not None:
+            self._replay_check()
+            self._replay_check = None
+        await self._async_save()
+
+    # -- what entities read ----------------------------------------------------------------
+
+    @property
+    def settings(self) -> TrackerSettings:
+        """Return the current settings."""
+        return self._settings()
 
     def job(self, device_id: str) -> OtaJob | None:
         """Return the device's current or last job."""
         return self._jobs.get(device_id)
+
+    def history(self, device_id: str) -> list[dict[str, Any]]:
+        """Return the device's last jobs, oldest first."""
+        facts = self._facts.get(device_id)
+        return list(facts.history) if facts else []
 
     def in_progress(self, device_id: str) -> bool:
         """Return True while the device has an open job."""
@@ -217,6 +365,51 @@ class OtaTracker:
             return None
         return DeviceStat(**facts.stat)
 
+    def facts(self, device_id: str) -> DeviceFacts | None:
+        """Return what is known of the device (last seen, wake interval, battery)."""
+        return self._facts.get(device_id)
+
+    # -- requests from the user ------------------------------------------------------------
+
+    def check_guards(self, device_id: str, package: Package) -> None:
+        """Refuse an install the device is unlikely to survive or to pick up, and say why."""
+        settings = self._settings()
+        facts = self._facts.get(device_id) or DeviceFacts()
+        stat = self.stat(device_id)
+        if stat is not None and stat.free_flash is not None and stat.free_flash < package.size:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="guard_free_flash",
+                translation_placeholders={
+                    "free": str(stat.free_flash),
+                    "size": str(package.size),
+                },
+            )
+        if settings.seen_within_hours and facts.last_seen is not None:
+            silence = dt_util.utcnow() - datetime.fromisoformat(facts.last_seen)
+            if silence > timedelta(hours=settings.seen_within_hours):
+                raise ServiceValidationError(
+                    translation_domain=DOMAIN,
+                    translation_key="guard_not_seen",
+                    translation_placeholders={
+                        "last_seen": facts.last_seen,
+                        "hours": str(settings.seen_within_hours),
+                    },
+                )
+        if (
+            settings.min_battery_mv
+            and facts.battery_mv is not None
+            and facts.battery_mv < settings.min_battery_mv
+        ):
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="guard_battery",
+                translation_placeholders={
+                    "battery": f"{facts.battery_mv:g}",
+                    "minimum": str(settings.min_battery_mv),
+                },
+            )
+
     async def async_request(self, device_id: str, control_channel: str, package: Package) -> None:
         """Publish the retained OTA request for a package and open a job."""
         if self.in_progress(device_id):
@@ -225,33 +418,52 @@ class OtaTracker:
                 translation_key="job_open",
                 translation_placeholders={"version": self._jobs[device_id].version},
             )
+        self.check_guards(device_id, package)
         request = OtaRequest(package.file_id, package.file_type, package.size)
-        try:
-            await mqtt.async_publish(
-                self._hass,
-                ota_topic(control_channel, device_id),
-                request.to_payload(),
-                qos=1,
-                retain=True,
-            )
-        except HomeAssistantError as err:
-            raise HomeAssistantError(
-                translation_domain=DOMAIN,
-                translation_key="publish_failed",
-                translation_placeholders={"error": str(err)},
-            ) from err
-        now = dt_util.utcnow().isoformat()
+        await self._async_publish(
+            ota_topic(control_channel, device_id), request.to_payload(), raise_on_error=True
+        )
+        now = dt_util.utcnow()
         job = OtaJob(
+            job_id=uuid.uuid4().hex[:12],
             device_id=device_id,
             control_channel=control_channel,
             file_id=package.file_id,
+            file_type=package.file_type,
+            size=package.size,
             version=package.version,
+            sw_commit=package.sw_commit,
             state=JobState.QUEUED,
-            requested_at=now,
-            updated_at=now,
+            requested_at=now.isoformat(),
+            updated_at=now.isoformat(),
+            deadline=(now + self._queued_timeout(device_id)).isoformat(),
         )
         self._jobs[device_id] = job
+        self._awaiting_replay.discard(device_id)
+        self._schedule_deadline(job)
         await self._async_changed(job)
+
+    async def async_cancel(self, device_id: str) -> None:
+        """End the device's open job and take its request off the broker."""
+        job = self._jobs.get(device_id)
+        if job is None or not job.is_open:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="no_open_job",
+                translation_placeholders={"device_id": device_id},
+            )
+        await self._async_end(job, JobState.CANCELLED, "cancelled by the user")
+
+    def _queued_timeout(self, device_id: str) -> timedelta:
+        """Return how long a request may wait for the device: a few of its wake intervals."""
+        facts = self._facts.get(device_id)
+        interval = facts.wake_interval if facts else None
+        if interval is None:
+            return UNKNOWN_CADENCE_TIMEOUT
+        timeout = interval * self._settings().timeout_wakes
+        return min(max(timeout, MIN_QUEUED_TIMEOUT), MAX_QUEUED_TIMEOUT)
+
+    # -- MQTT ------------------------------------------------------------------------------
 
     def _known_device_id(self, message: mqtt.ReceiveMessage) -> str | None:
         """Return the id of the listed device a control message is from, None otherwise."""
@@ -260,15 +472,18 @@ class OtaTracker:
         except ProtocolError as err:
             self._log_once("malformed_topic", message.topic, "Ignoring a message: %s", err)
             return None
-        if not self._is_known_device(device_id):
-            self._log_once(
-                "unknown_device",
-                device_id,
-                "Ignoring messages from device %s, which the console does not list",
-                device_id,
-            )
-            return None
-        return device_id
+        return device_id if self._check_known(device_id) else None
+
+    def _check_known(self, device_id: str) -> bool:
+        if self._is_known_device(device_id):
+            return True
+        self._log_once(
+            "unknown_device",
+            device_id,
+            "Ignoring messages from device %s, which the console does not list",
+            device_id,
+        )
+        return False
 
     def _log_malformed(self, message: mqtt.ReceiveMessage, err: ProtocolError) -> None:
         self._log_once(
@@ -284,44 +499,95 @@ class OtaTracker:
         except ProtocolError as err:
             self._log_malformed(message, err)
             return
-        if report is None:
-            return  # A clear, by the device or by us: nothing changes.
         job = self._jobs.get(device_id)
+        if report is None:
+            await self._async_on_clear(job)
+            return
         if job is not None and job.file_id == report.file_id:
             if job.is_open:
                 await self._async_apply_report(job, report)
-            else:
+            elif not report.is_request:
                 # The firmware sends a second report after "not enough space", and a device
                 # may repeat itself: the job already has its answer.
                 LOGGER.debug("Device %s repeated a report for %s", device_id, report.file_id)
             return
-        if not report.is_request:
-            self._log_once(
-                "unmatched_report",
-                f"{device_id}/{report.file_id}",
-                "Ignoring an OTA report from device %s for file %s, which no job awaits",
-                device_id,
-                report.file_id,
-            )
+        if report.is_request:
+            return  # A request that is not ours (or no longer ours): not our business.
+        if job is not None and job.is_open:
+            # Another file's report while ours waits: keep it for the user, do not end the job.
+            job.foreign_reports = [
+                *job.foreign_reports[-(FOREIGN_REPORTS_KEPT - 1) :],
+                {
+                    "file_id": report.file_id,
+                    "code": report.code,
+                    "reason": report.reason,
+                    "at": dt_util.utcnow().isoformat(),
+                },
+            ]
+            await self._async_changed(job, fire_event=False)
+        self._log_once(
+            "unmatched_report",
+            f"{device_id}/{report.file_id}",
+            "Ignoring an OTA report from device %s for file %s, which no job awaits",
+            device_id,
+            report.file_id,
+        )
+
+    async def _async_on_clear(self, job: OtaJob | None) -> None:
+        """Note a request that vanished without a report: the next /stat will tell."""
+        if job is None or job.state is not JobState.QUEUED or not job.on_broker:
+            return  # Our own clear coming back, or nothing was waiting.
+        job.on_broker = False
+        job.request_gone = True
+        await self._async_changed(job, fire_event=False)
+
+    @callback
+    def _schedule_replay_check(self) -> None:
+        """Once subscribed, give the broker a moment to replay the retained requests."""
+        if self._replay_check is not None or not self._awaiting_replay:
+            return
+
+        @callback
+        def _check(_now: datetime) -> None:
+            self._replay_check = None
+            for device_id in self._awaiting_replay:
+                job = self._jobs.get(device_id)
+                if job is not None and job.state is JobState.QUEUED and not job.on_broker:
+                    LOGGER.info(
+                        "The OTA request of device %s vanished while Home Assistant was not "
+                        "listening; its next /stat tells what happened",
+                        device_id,
+                    )
+                    job.request_gone = True
+                    self._hass.async_create_task(self._async_changed(job, fire_event=False))
+            self._awaiting_replay.clear()
+
+        self._replay_check = async_call_later(self._hass, REPLAY_GRACE, _check)
 
     async def _async_apply_report(self, job: OtaJob, report: OtaMessage) -> None:
-        """Move a job forward on a report for its file id."""
+        """Move an open job forward on a message for its file id."""
         if report.is_request:
             job.on_broker = True
+            job.request_gone = False
+            self._awaiting_replay.discard(job.device_id)
             return
         if job.state is not JobState.QUEUED:
             return  # A repeated report after the job moved on changes nothing.
         if report.is_applied:
             _move(job, JobState.APPLIED)
             job.awaiting_stat = True
+            job.deadline = (dt_util.utcnow() + VERIFY_WINDOW).isoformat()
             facts = self._facts.setdefault(job.device_id, DeviceFacts())
             facts.installed_version = job.version
             facts.confirmed_software = None
             self._update_device_registry(job.device_id)
-            self._start_verify_window(job)
+            self._schedule_deadline(job)
+            # The device clears the request itself after a success, but if that fails it would
+            # apply the package again at every wake: clearing is idempotent, so we always do.
+            await self._async_clear(job)
+            await self._async_changed(job)
         elif report.is_failed:
-            _move(job, JobState.FAILED, report.reason)
-            self._notify_failure(job)
+            await self._async_on_failure(job, report.reason)
         else:
             self._log_once(
                 "unknown_code",
@@ -330,14 +596,27 @@ class OtaTracker:
                 report.code,
                 job.device_id,
             )
+
+    async def _async_on_failure(self, job: OtaJob, reason: str | None) -> None:
+        """End the job, except for download failures the device retries at its next wake."""
+        if reason != REASON_CANNOT_DOWNLOAD:
+            await self._async_end(job, JobState.FAILED, reason)
             return
-        # The device clears the request itself only in some cases; an empty retained publish is
-        # idempotent, so we always clear once the job has its answer (protocol.md).
-        await self._async_clear_request(job)
-        await self._async_changed(job)
+        now = dt_util.utcnow()
+        if job.last_attempt_at is not None and (
+            now - datetime.fromisoformat(job.last_attempt_at) < DUPLICATE_REPORT_WINDOW
+        ):
+            return  # The same attempt, delivered twice.
+        job.attempts += 1
+        job.last_attempt_at = now.isoformat()
+        if job.attempts >= self._settings().retry_cap:
+            await self._async_end(job, JobState.FAILED, f"{reason} ({job.attempts} attempts)")
+            return
+        job.reason = reason
+        await self._async_changed(job, fire_event=False)
 
     async def _async_on_stat_message(self, message: mqtt.ReceiveMessage) -> None:
-        """Record a device's /stat and use it to verify an applied job."""
+        """Record a device's /stat and use it to verify or settle its job."""
         if (device_id := self._known_device_id(message)) is None:
             return
         try:
@@ -347,6 +626,7 @@ class OtaTracker:
             return
         facts = self._facts.setdefault(device_id, DeviceFacts())
         facts.stat = asdict(stat)
+        facts.last_seen = dt_util.utcnow().isoformat()
         software = stat.software_version
         if facts.installed_version is not None:
             if facts.confirmed_software is None:
@@ -355,28 +635,138 @@ class OtaTracker:
                 # Someone changed the software outside HA: the label no longer describes it.
                 facts.installed_version = None
                 facts.confirmed_software = None
-        self._update_device_registry(device_id)
         job = self._jobs.get(device_id)
-        if job is not None and job.state is JobState.APPLIED and job.awaiting_stat:
+        if job is not None and job.state is JobState.APPLIED:
+            await self._async_verify(job, stat)
+        elif job is not None and job.state is JobState.QUEUED and job.request_gone:
+            await self._async_settle_vanished(job, stat, facts)
+        else:
+            await self._async_save()
+            async_dispatcher_send(self._hass, signal_device_updated(self._entry_id, device_id))
+        self._update_device_registry(device_id)
+
+    async def _async_verify(self, job: OtaJob, stat: DeviceStat) -> None:
+        """Confirm an applied job with the software the rebooted device reports."""
+        self._cancel_deadline(job.device_id)
+        job.awaiting_stat = False
+        job.deadline = None
+        if job.sw_commit is not None and stat.sw_commit != job.sw_commit:
+            # Applied, but the device runs other software than the package names.
+            _move(
+                job,
+                JobState.APPLIED,
+                f"the device reports {stat.sw_commit}, the package installs {job.sw_commit}",
+            )
+        else:
             _move(job, JobState.VERIFIED)
-            job.awaiting_stat = False
-            self._cancel_verify_window(job.device_id)
+        await self._async_changed(job)
+
+    async def _async_settle_vanished(
+        self, job: OtaJob, stat: DeviceStat, facts: DeviceFacts
+    ) -> None:
+        """Decide a job whose request vanished unseen: /stat shows the package, or nothing."""
+        if job.sw_commit is not None and stat.sw_commit == job.sw_commit:
+            facts.installed_version = job.version
+            facts.confirmed_software = stat.software_version
+            self._cancel_deadline(job.device_id)
+            job.deadline = None
+            _move(job, JobState.VERIFIED, "applied while Home Assistant was not listening")
             await self._async_changed(job)
             return
-        await self._async_save()
-        async_dispatcher_send(self._hass, signal_device_updated(self._entry_id, device_id))
+        await self._async_end(
+            job,
+            JobState.UNKNOWN,
+            "the request vanished while Home Assistant was not listening, and the device's "
+            "software does not show the package",
+        )
 
-    def _update_device_registry(self, device_id: str) -> None:
-        """Show the device's software (and hardware, once known) in the device registry."""
-        registry = dr.async_get(self._hass)
-        device = self._registry_device(device_id)
-        if device is None:
+    @callback
+    def _on_telemetry(self, message: mqtt.ReceiveMessage) -> None:
+        """Learn when a device wakes (its cadence) and its battery from telemetry."""
+        try:
+            device_id = parse_telemetry_topic(message.topic)
+        except ProtocolError:
+            return  # Another level below the data channel: not device telemetry.
+        if not self._check_known(device_id):
             return
-        stat = self.stat(device_id)
-        registry.async_update_device(
-            device.id,
-            sw_version=self.installed_version(device_id),
-            hw_version=stat.hw_version if stat else device.hw_version,
+        now = dt_util.utcnow()
+        facts = self._facts.setdefault(device_id, DeviceFacts())
+        if facts.last_seen is not None:
+            gap = now - datetime.fromisoformat(facts.last_seen)
+            if gap >= MIN_WAKE_INTERVAL:
+                facts.wake_intervals = [
+                    *facts.wake_intervals[-(WAKE_INTERVAL_SAMPLES - 1) :],
+                    gap.total_seconds(),
+                ]
+        facts.last_seen = now.isoformat()
+        try:
+            battery = parse_senml(message.payload).get("vbatt")
+        except ProtocolError as err:
+            self._log_malformed(message, err)
+        else:
+            if isinstance(battery, (int, float)) and not isinstance(battery, bool):
+                facts.battery_mv = float(battery)
+        self._store.async_delay_save(self._data_to_save, FACTS_SAVE_DELAY)
+
+    # -- ends, deadlines, side effects -----------------------------------------------------
+
+    async def _async_end(self, job: OtaJob, state: JobState, reason: str | None) -> None:
+        """End a job: clear its request, tell the user if asked to, record it."""
+        self._cancel_deadline(job.device_id)
+        job.awaiting_stat = False
+        job.deadline = None
+        _move(job, state, reason)
+        await self._async_clear(job)
+        if state in (JobState.FAILED, JobState.TIMED_OUT, JobState.UNKNOWN):
+            self._notify(job)
+        await self._async_changed(job)
+
+    def _schedule_deadline(self, job: OtaJob) -> None:
+        """Give up on a waiting job at its deadline."""
+        self._cancel_deadline(job.device_id)
+        if job.deadline is None:
+            return
+        deadline = datetime.fromisoformat(job.deadline)
+
+        @callback
+        def _deadline_reached(_now: datetime) -> None:
+            self._deadline_timers.pop(job.device_id, None)
+            self._hass.async_create_task(self._async_deadline_reached(job))
+
+        self._deadline_timers[job.device_id] = async_track_point_in_utc_time(
+            self._hass, _deadline_reached, max(deadline, dt_util.utcnow())
+        )
+
+    async def _async_deadline_reached(self, job: OtaJob) -> None:
+        if job.state is JobState.QUEUED:
+            await self._async_end(job, JobState.TIMED_OUT, "the device did not report in time")
+        elif job.state is JobState.APPLIED and job.awaiting_stat:
+            # Applied for sure, but no /stat confirmed it: stop showing progress.
+            job.awaiting_stat = False
+            job.deadline = None
+            await self._async_changed(job, fire_event=False)
+
+    def _cancel_deadline(self, device_id: str) -> None:
+        if cancel := self._deadline_timers.pop(device_id, None):
+            cancel()
+
+    async def _async_publish(self, topic: str, payload: str, *, raise_on_error: bool) -> None:
+        """Publish retained with QoS 1 through HA's MQTT integration."""
+        try:
+            await mqtt.async_publish(self._hass, topic, payload, qos=1, retain=True)
+        except HomeAssistantError as err:
+            if raise_on_error:
+                raise HomeAssistantError(
+                    translation_domain=DOMAIN,
+                    translation_key="publish_failed",
+                    translation_placeholders={"error": str(err)},
+                ) from err
+            LOGGER.warning("Could not publish on %s: %s", topic, err)
+
+    async def _async_clear(self, job: OtaJob) -> None:
+        """Remove the retained request so the device does not pick it up again."""
+        await self._async_publish(
+            ota_topic(job.control_channel, job.device_id), "", raise_on_error=False
         )
 
     def _registry_device(self, device_id: str) -> dr.DeviceEntry | None:
@@ -385,47 +775,47 @@ class OtaTracker:
             (DOMAIN, device_id), self._entry_id
         )
 
-    def _start_verify_window(self, job: OtaJob) -> None:
-        """Stop showing progress if no /stat confirms the applied package in time."""
-        self._cancel_verify_window(job.device_id)
-        elapsed = dt_util.utcnow() - datetime.fromisoformat(job.updated_at)
-        remaining = max((VERIFY_WINDOW - elapsed).total_seconds(), 0)
-
-        @callback
-        def _window_ended(_now: datetime) -> None:
-            self._verify_timers.pop(job.device_id, None)
-            job.awaiting_stat = False
-            self._hass.async_create_task(self._async_changed(job, fire_event=False))
-
-        self._verify_timers[job.device_id] = async_call_later(self._hass, remaining, _window_ended)
-
-    def _cancel_verify_window(self, device_id: str) -> None:
-        if cancel := self._verify_timers.pop(device_id, None):
-            cancel()
-
-    async def _async_clear_request(self, job: OtaJob) -> None:
-        """Remove the retained request so the device does not pick it up again."""
-        try:
-            await mqtt.async_publish(
-                self._hass, ota_topic(job.control_channel, job.device_id), "", qos=1, retain=True
-            )
-        except HomeAssistantError as err:
-            LOGGER.warning("Could not clear the OTA request of device %s: %s", job.device_id, err)
-
-    def _notify_failure(self, job: OtaJob) -> None:
-        """Tell the user a device could not apply a package, with the device's own reason."""
-        device = self._registry_device(job.device_id)
-        name = (device.name_by_user or device.name) if device else job.device_id
-        persistent_notification.async_create(
-            self._hass,
-            f"{name} could not install {job.version} (file {job.file_id}): "
-            f"{job.reason or 'no reason given'}.",
-            title="insigh.io OTA failed",
-            notification_id=f"{DOMAIN}_{job.device_id}_failed",
+    def _update_device_registry(self, device_id: str) -> None:
+        """Show the device's software (and hardware, once known) in the device registry."""
+        device = self._registry_device(device_id)
+        if device is None:
+            return
+        stat = self.stat(device_id)
+        dr.async_get(self._hass).async_update_device(
+            device.id,
+            sw_version=self.installed_version(device_id),
+            hw_version=stat.hw_version if stat else device.hw_version,
         )
 
+    def _notify(self, job: OtaJob) -> None:
+        """Tell the user an update did not happen, with the device's own reason."""
+        if not self._settings().notify_failures:
+            return
+        device = self._registry_device(job.device_id)
+        name = (device.name_by_user or device.name) if device else job.device_id
+        titles = {
+            JobState.FAILED: "insigh.io OTA failed",
+            JobState.TIMED_OUT: "insigh.io OTA timed out",
+            JobState.UNKNOWN: "insigh.io OTA outcome unknown",
+        }
+        persistent_notification.async_create(
+            self._hass,
+            f"{name} did not install {job.version} (file {job.file_id}): "
+            f"{job.reason or 'no reason given'}.",
+            title=titles.get(job.state, "insigh.io OTA"),
+            notification_id=f"{DOMAIN}_{job.device_id}_ota",
+        )
+
+    def _record_history(self, job: OtaJob) -> None:
+        """Keep the device's last jobs, the newest state of each."""
+        facts = self._facts.setdefault(job.device_id, DeviceFacts())
+        entry = job.as_dict()
+        history = [old for old in facts.history if old["job_id"] != job.job_id]
+        facts.history = [*history, entry][-JOB_HISTORY_LENGTH:]
+
     async def _async_changed(self, job: OtaJob, *, fire_event: bool = True) -> None:
-        """Persist a transition, fire the status event and refresh the device's entities."""
+        """Persist a change, fire the status event and refresh the device's entities."""
+        self._record_history(job)
         await self._async_save()
         if fire_event:
             device = self._registry_device(job.device_id)
@@ -442,13 +832,11 @@ class OtaTracker:
             )
         async_dispatcher_send(self._hass, signal_device_updated(self._entry_id, job.device_id))
 
+    def _data_to_save(self) -> dict[str, Any]:
+        return {
+            "jobs": {device_id: job.as_dict() for device_id, job in self._jobs.items()},
+            "devices": {device_id: asdict(facts) for device_id, facts in self._facts.items()},
+        }
+
     async def _async_save(self) -> None:
-        await self._store.async_save(
-            {
-                "jobs": {
-                    device_id: {**asdict(job), "state": job.state.value}
-                    for device_id, job in self._jobs.items()
-                },
-                "devices": {device_id: asdict(facts) for device_id, facts in self._facts.items()},
-            }
-        )
+        await self._store.async_save(self._data_to_save())

@@ -91,6 +91,10 @@ class InsighioOtaUpdate(InsighioOtaEntity, UpdateEntity):
             "ota_file_id": job.file_id,
             "ota_version": job.version,
             "ota_reason": job.reason,
+            "ota_attempts": job.attempts,
+            "ota_deadline": job.deadline,
+            "ota_unverified": job.unverified,
+            "ota_request_gone": job.request_gone,
         }
 
     def version_is_newer(self, latest_version: str, installed_version: str) -> bool:
