@@ -393,10 +393,14 @@ async def test_two_concurrent_installs_publish_one_request(
 
 
 def test_simulator_ignores_e_as_the_string_zero() -> None:
-    """protocol.md: `"0"` as e is ignored by the firmware. The simulator accepts `{"v": "0"}`."""
+    """protocol.md: `"0"` as e is ignored: the firmware reads `e` from `v` only.
+
+    It compares `str(e) == "0"`, so a string "0" under `vs` (where SenML puts strings) never
+    passes.
+    """
     payload = json.dumps(
         [
-            {"n": "e", "v": "0"},
+            {"n": "e", "vs": "0"},
             {"n": "i", "vs": PACKAGE_ID},
             {"n": "t", "vs": ".tar"},
             {"n": "s", "v": 3987},

@@ -591,3 +591,30 @@ def test_telemetry_subscription_refuses_wildcards_in_ids() -> None:
     """A channel id with MQTT wildcards would subscribe to far more than one channel."""
     with pytest.raises(ProtocolError):
         telemetry_subscription("data/#")
+
+
+@pytest.mark.parametrize("file_id", ["a&dk=1", "7985 d8c2", "a#b", "a?b", "../x", "x/y", "é1"])
+def test_request_refuses_file_ids_the_firmware_cannot_use(file_id: str) -> None:
+    """The firmware puts the id unescaped into its download URL and its file path."""
+    with pytest.raises(ProtocolError, match="letters, digits"):
+        OtaRequest(file_id, ".tar", 10)
+
+
+def test_deeply_nested_json_is_a_protocol_error() -> None:
+    """A payload that exhausts the JSON parser's stack is malformed, not a crash."""
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        parse_ota_message("[" * 100_000)
+
+
+def test_unreadable_unknown_record_does_not_cost_the_report() -> None:
+    """An extra record with a null value is skipped; the report around it still counts."""
+    message = parse_ota_message('[{"n":"e","v":1},{"n":"i","vs":"339afdbc"},{"n":"x","v":null}]')
+    assert message is not None
+    assert message.is_applied
+
+
+def test_unreadable_unknown_stat_record_does_not_cost_the_stat() -> None:
+    """A null cellular id does not hide the software version of the same /stat."""
+    stat = parse_stat('[{"vs":"abc","n":"sw_commit"},{"v":null,"n":"cell_imsi"}]')
+    assert stat.sw_commit == "abc"
+    assert "cell_imsi" not in stat.extra

@@ -281,7 +281,8 @@ class ConsoleClient:
             raise failure
         try:
             return json.loads(raw)
-        except ValueError:
+        except ValueError, RecursionError:
+            # RecursionError: JSON nested deeper than the parser's stack is no answer either.
             pass
         raise ConsoleResponseError(f"{operation}: the console did not answer with JSON")
 

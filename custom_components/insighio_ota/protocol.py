@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 import json
 import math
+import re
 from typing import Any, Final
 
 OTA_SUFFIX: Final = "ota"
@@ -23,6 +24,9 @@ REASON_CANNOT_APPLY: Final = "can not apply"
 type SenmlValue = float | int | str | bool
 # What an MQTT client hands over: HA gives `str` or `bytes`, paho gives `bytes` or `bytearray`.
 type Payload = str | bytes | bytearray
+
+
+_FILE_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class ProtocolError(ValueError):
@@ -58,6 +62,11 @@ class OtaRequest:
         """Refuse a request the firmware would ignore or misapply."""
         if not isinstance(self.file_id, str) or not self.file_id.strip():
             raise ProtocolError("the file id must be a non-empty string")
+        # The firmware puts the id unescaped into its download URL and its file path.
+        if not _FILE_ID.fullmatch(self.file_id):
+            raise ProtocolError(
+                f"the file id may hold only letters, digits, '-' and '_' (got {self.file_id!r})"
+            )
         if (
             not isinstance(self.file_type, str)
             or len(self.file_type) < 2
@@ -230,6 +239,9 @@ def _load_pack(payload: Payload) -> list[dict[str, Any]]:
         pack = json.loads(text)
     except ValueError:
         raise ProtocolError("the payload is not JSON") from None
+    except RecursionError:
+        # Deeply nested JSON exhausts the parser's stack; it is no SenML either.
+        raise ProtocolError("the payload is nested too deeply") from None
     if not isinstance(pack, list):
         raise ProtocolError("a SenML payload must be a JSON list of records")
     if not all(isinstance(record, dict) for record in pack):
@@ -237,7 +249,9 @@ def _load_pack(payload: Payload) -> list[dict[str, Any]]:
     return pack
 
 
-def _values_by_name(pack: list[dict[str, Any]]) -> dict[str, SenmlValue]:
+def _values_by_name(
+    pack: list[dict[str, Any]], checked: frozenset[str] = frozenset()
+) -> dict[str, SenmlValue]:
     """Return each named record's value.
 
     Records are matched by `n` and their value may sit under `v`, `vs` or `vb`, in any key
@@ -253,9 +267,12 @@ def _values_by_name(pack: list[dict[str, Any]]) -> dict[str, SenmlValue]:
         for value_key in ("v", "vs", "vb"):
             if value_key in record:
                 value = record[value_key]
-                if not _is_senml_value(value):
+                if _is_senml_value(value):
+                    records[name] = value
+                elif name in checked:
                     raise ProtocolError(f"record {name!r} has a value of the wrong kind")
-                records[name] = value
+                # Any other unreadable record is skipped like an unknown one: one odd extra
+                # field must not cost the report or stat around it.
                 break
     return records
 
@@ -290,6 +307,9 @@ def _as_str(value: SenmlValue | None) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
+_OTA_RECORDS: Final = frozenset({"e", "i", "t", "s", "m"})
+
+
 def parse_ota_message(payload: Payload) -> OtaMessage | None:
     """Parse a message seen on an `/ota` topic.
 
@@ -299,7 +319,7 @@ def parse_ota_message(payload: Payload) -> OtaMessage | None:
     if not _decode(payload).strip():
         return None
     pack = _load_pack(payload)
-    records = _values_by_name(pack)
+    records = _values_by_name(pack, _OTA_RECORDS)
     if "e" not in records:
         raise ProtocolError("the OTA message has no 'e' record")
     code = _as_int(records["e"], "the 'e' record")
@@ -353,7 +373,7 @@ _STAT_KNOWN: Final = frozenset(
 
 def parse_stat(payload: Payload) -> DeviceStat:
     """Parse a `/stat` payload; unknown records are kept in `extra`."""
-    records = parse_senml(payload)
+    records = _values_by_name(_load_pack(payload), _STAT_KNOWN)
     if not records:
         raise ProtocolError("the stat message has no named records")
     text = {name: _as_str(records.get(name)) for name in _STAT_TEXT_FIELDS}

@@ -76,9 +76,9 @@ class InsighioOtaUpdate(InsighioOtaEntity, UpdateEntity):
     def release_summary(self) -> str | None:
         """Return the first line of the latest package's release notes."""
         latest = self.runtime_data.catalogue.latest
-        if latest is None or not latest.release_notes:
+        if latest is None or not (notes := (latest.release_notes or "").strip()):
             return None
-        return latest.release_notes.strip().splitlines()[0].strip()[:255]
+        return notes.splitlines()[0].strip()[:255]
 
     @property
     def extra_state_attributes(self) -> dict[str, Any]:
