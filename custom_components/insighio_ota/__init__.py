@@ -16,7 +16,7 @@ from .services import async_setup_services
 from .tracker import OtaTracker, TrackerSettings
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
-PLATFORMS: list[Platform] = [Platform.UPDATE]
+PLATFORMS: list[Platform] = [Platform.EVENT, Platform.SENSOR, Platform.UPDATE]
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
