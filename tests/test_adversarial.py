@@ -219,16 +219,23 @@ async def test_retained_request_of_an_answered_job_is_cleared_again(
     """If our clear did not stick, the broker keeps replaying the request: clear it again.
 
     A request that survives our clear (a failed publish, a bridge that was down) makes the
-    device re-apply or retry it at every wake. The replayed e=0 for the closed job falls into
-    "A request that is not ours (or no longer ours)" in `_async_on_ota_message` and is dropped.
+    device re-apply or retry it at every wake.
     """
     await register(hass)
     await install(hass)
     async_fire_mqtt_message(hass, ota_topic(), report(2, reason="can not apply"))
     await hass.async_block_till_done()
     assert clears(mqtt_mock, ota_topic()) == 1
-    # The request is still on the broker (replayed, e.g. on re-subscription).
+    # The request is still on the broker: a replay (e.g. on re-subscription) carries the
+    # retain flag. A live echo without it is a fresh publish, maybe somebody else's: left alone.
     async_fire_mqtt_message(hass, ota_topic(), request_payload())
+    await hass.async_block_till_done()
+    assert clears(mqtt_mock, ota_topic()) == 1
+    # HA restarts: the new subscription gets the broker's retained copy.
+    await hass.config_entries.async_unload(setup_integration.entry_id)
+    assert await hass.config_entries.async_setup(setup_integration.entry_id)
+    await hass.async_block_till_done()
+    async_fire_mqtt_message(hass, ota_topic(), request_payload(), retain=True)
     await hass.async_block_till_done()
     assert clears(mqtt_mock, ota_topic()) == 2
 
@@ -455,3 +462,19 @@ async def test_no_secret_reaches_a_log_record_or_an_error(
         assert DEVICE_KEY not in text
         assert API_KEY not in text
         assert "dk=" not in text
+
+
+async def test_cancelled_report_from_the_device_ends_the_job(
+    hass: HomeAssistant, setup_integration: MockConfigEntry, mqtt_mock: Any
+) -> None:
+    """e=3 is only defined in a firmware comment; should a device send it, the job ends."""
+    await register(hass)
+    await install(hass)
+    async_fire_mqtt_message(hass, ota_topic(), report(3))
+    await hass.async_block_till_done()
+
+    state = hass.states.get("update.sensor_1_firmware")
+    assert state is not None
+    assert state.attributes["ota_state"] == "cancelled"
+    assert state.attributes["in_progress"] is False
+    assert clears(mqtt_mock, ota_topic()) == 1

@@ -39,7 +39,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: InsighioOtaConfigEntry) 
     tracker = OtaTracker(
         hass,
         entry.entry_id,
-        lambda device_id: device_id in coordinator.data,
+        lambda: coordinator.data,
         # Read at every use, so a change in the options applies without a reload.
         lambda: TrackerSettings.from_options(entry.options),
     )

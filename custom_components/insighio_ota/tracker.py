@@ -29,6 +29,7 @@ from homeassistant.helpers.storage import Store
 from homeassistant.util import dt as dt_util
 
 from .catalogue import Package
+from .console import ConsoleDevice
 from .const import (
     ATTR_FILE_ID,
     ATTR_INSIGHIO_DEVICE_ID,
@@ -58,6 +59,7 @@ from .protocol import (
     REASON_CANNOT_DOWNLOAD,
     ControlKind,
     DeviceStat,
+    OtaCode,
     OtaMessage,
     OtaRequest,
     ProtocolError,
@@ -231,13 +233,13 @@ class OtaTracker:
         self,
         hass: HomeAssistant,
         entry_id: str,
-        is_known_device: Callable[[str], bool],
+        devices: Callable[[], Mapping[str, ConsoleDevice]],
         settings: Callable[[], TrackerSettings] = TrackerSettings,
     ) -> None:
         """Prepare the tracker; call `async_load`, then `async_subscribe`."""
         self._hass = hass
         self._entry_id = entry_id
-        self._is_known_device = is_known_device
+        self._devices = devices
         self._settings = settings
         self._store: Store[dict[str, Any]] = Store(
             hass, STORAGE_VERSION, f"{DOMAIN}.{entry_id}.jobs"
@@ -256,10 +258,19 @@ class OtaTracker:
     async def async_load(self) -> None:
         """Read jobs and device facts from storage."""
         stored = await self._store.async_load() or {}
-        for device_id, job in stored.get("jobs", {}).items():
-            self._jobs[device_id] = OtaJob.from_dict(job)
-        for device_id, facts in stored.get("devices", {}).items():
-            self._facts[device_id] = DeviceFacts(**facts)
+        jobs = stored.get("jobs") if isinstance(stored, dict) else None
+        devices = stored.get("devices") if isinstance(stored, dict) else None
+        for device_id, job in (jobs if isinstance(jobs, dict) else {}).items():
+            try:
+                self._jobs[device_id] = OtaJob.from_dict(job)
+            except TypeError, ValueError, KeyError:
+                # A damaged or foreign record must not keep the other devices from working.
+                LOGGER.warning("Dropping an unreadable stored OTA job of device %s", device_id)
+        for device_id, facts in (devices if isinstance(devices, dict) else {}).items():
+            try:
+                self._facts[device_id] = DeviceFacts(**facts)
+            except TypeError:
+                LOGGER.warning("Dropping unreadable stored facts of device %s", device_id)
         for job in self._jobs.values():
             if job.state is JobState.QUEUED and not job.request_gone:
                 job.on_broker = False
@@ -273,7 +284,9 @@ class OtaTracker:
         """
         first = not self._subscriptions
         for channel in control_channels:
-            if (key := f"control/{channel}") in self._subscriptions:
+            if (key := f"control/{channel}") in self._subscriptions or not self._valid_channel(
+                channel
+            ):
                 continue
             self._subscriptions[key] = [
                 await mqtt.async_subscribe(
@@ -298,7 +311,9 @@ class OtaTracker:
                 )
             )
         for channel in data_channels:
-            if (key := f"data/{channel}") in self._subscriptions:
+            if (key := f"data/{channel}") in self._subscriptions or not self._valid_channel(
+                channel
+            ):
                 continue
             self._subscriptions[key] = [
                 await mqtt.async_subscribe(
@@ -312,6 +327,15 @@ class OtaTracker:
             for job in list(self._jobs.values()):
                 if job.is_open:
                     self._schedule_deadline(job)
+
+    def _valid_channel(self, channel: str) -> bool:
+        """Return False (and say so once) for a channel id no MQTT subscription can name."""
+        try:
+            telemetry_subscription(channel)
+        except ProtocolError as err:
+            self._log_once("bad_channel", channel, "Not following a console channel: %s", err)
+            return False
+        return True
 
     async def async_unload(self) -> None:
         """Stop listening, cancel timers and write what is not saved yet."""
@@ -420,9 +444,6 @@ class OtaTracker:
             )
         self.check_guards(device_id, package)
         request = OtaRequest(package.file_id, package.file_type, package.size)
-        await self._async_publish(
-            ota_topic(control_channel, device_id), request.to_payload(), raise_on_error=True
-        )
         now = dt_util.utcnow()
         job = OtaJob(
             job_id=uuid.uuid4().hex[:12],
@@ -438,7 +459,20 @@ class OtaTracker:
             updated_at=now.isoformat(),
             deadline=(now + self._queued_timeout(device_id)).isoformat(),
         )
+        # The job is open before the publish is awaited, so a second install at the same moment
+        # is refused instead of publishing a second request.
+        previous = self._jobs.get(device_id)
         self._jobs[device_id] = job
+        try:
+            await self._async_publish(
+                ota_topic(control_channel, device_id), request.to_payload(), raise_on_error=True
+            )
+        except HomeAssistantError:
+            if previous is None:
+                del self._jobs[device_id]
+            else:
+                self._jobs[device_id] = previous
+            raise
         self._awaiting_replay.discard(device_id)
         self._schedule_deadline(job)
         await self._async_changed(job)
@@ -468,22 +502,36 @@ class OtaTracker:
     def _known_device_id(self, message: mqtt.ReceiveMessage) -> str | None:
         """Return the id of the listed device a control message is from, None otherwise."""
         try:
-            device_id = parse_control_topic(message.topic).device_id
+            topic = parse_control_topic(message.topic)
         except ProtocolError as err:
             self._log_once("malformed_topic", message.topic, "Ignoring a message: %s", err)
             return None
-        return device_id if self._check_known(device_id) else None
+        device = self._listed_device(topic.device_id)
+        if device is None:
+            return None
+        if device.control_channel != topic.control_channel:
+            # The console broker lets any device of a project write any topic; a message on
+            # another project's channel is not this device's.
+            self._log_once(
+                "wrong_channel",
+                message.topic,
+                "Ignoring a message for device %s on another project's channel",
+                topic.device_id,
+            )
+            return None
+        return topic.device_id
 
-    def _check_known(self, device_id: str) -> bool:
-        if self._is_known_device(device_id):
-            return True
+    def _listed_device(self, device_id: str) -> ConsoleDevice | None:
+        """Return the console's device, or None (logged once) when it does not list it."""
+        if (device := self._devices().get(device_id)) is not None:
+            return device
         self._log_once(
             "unknown_device",
             device_id,
             "Ignoring messages from device %s, which the console does not list",
             device_id,
         )
-        return False
+        return None
 
     def _log_malformed(self, message: mqtt.ReceiveMessage, err: ProtocolError) -> None:
         self._log_once(
@@ -506,6 +554,10 @@ class OtaTracker:
         if job is not None and job.file_id == report.file_id:
             if job.is_open:
                 await self._async_apply_report(job, report)
+            elif report.is_request and message.retain:
+                # The broker still holds the request of a job that has its answer (our clear
+                # did not stick): the device would act on it again at every wake.
+                await self._async_clear(job)
             elif not report.is_request:
                 # The firmware sends a second report after "not enough space", and a device
                 # may repeat itself: the job already has its answer.
@@ -588,6 +640,11 @@ class OtaTracker:
             await self._async_changed(job)
         elif report.is_failed:
             await self._async_on_failure(job, report.reason)
+        elif report.code == OtaCode.CANCELLED:
+            # Defined by the firmware but never seen sent; should a device send it, believe it.
+            await self._async_end(
+                job, JobState.CANCELLED, report.reason or "cancelled by the device"
+            )
         else:
             self._log_once(
                 "unknown_code",
@@ -628,7 +685,8 @@ class OtaTracker:
         facts.stat = asdict(stat)
         facts.last_seen = dt_util.utcnow().isoformat()
         software = stat.software_version
-        if facts.installed_version is not None:
+        # A /stat without a commit says nothing about the software; it keeps the label.
+        if facts.installed_version is not None and software is not None:
             if facts.confirmed_software is None:
                 facts.confirmed_software = software
             elif software != facts.confirmed_software:
@@ -687,7 +745,8 @@ class OtaTracker:
             device_id = parse_telemetry_topic(message.topic)
         except ProtocolError:
             return  # Another level below the data channel: not device telemetry.
-        if not self._check_known(device_id):
+        device = self._listed_device(device_id)
+        if device is None or not message.topic.startswith(f"channels/{device.data_channel}/"):
             return
         now = dt_util.utcnow()
         facts = self._facts.setdefault(device_id, DeviceFacts())
