@@ -1,9 +1,12 @@
 """Fixtures shared by the unit tests: a console account with devices, and a loaded entry."""
 
 from collections.abc import AsyncGenerator
+import io
 import json
+import tarfile
 from typing import Any
 from unittest.mock import MagicMock
+import zlib
 
 from homeassistant.const import CONF_EMAIL
 from homeassistant.core import HomeAssistant
@@ -30,7 +33,7 @@ DEVICE_KEY = "a7a7a7a7-dead-4bee-8f00-0000000000ff"
 OTHER_DEVICE_ID = "22222222-2222-4222-8222-222222222222"
 API_KEY = "api-key-value-secret"
 PACKAGE_ID = "4f1c2a9e"
-PACKAGE_BYTES = b"x" * 3987
+# PACKAGE_BYTES, the package the console serves by default, is built at the end of this module.
 
 
 def console_device(device_id: str, name: str, key: str = DEVICE_KEY) -> dict[str, Any]:
@@ -136,3 +139,46 @@ async def setup_integration(
     await hass.config_entries.async_unload(config_entry.entry_id)
     await hass.async_block_till_done()
     mqtt_client_mock.on_socket_close(mqtt_client_mock, None, MagicMock(fileno=lambda: -1))
+
+
+def ustar_package(files: dict[str, bytes | None], size: int | None = None) -> bytes:
+    """Return a plain ustar archive (a package the firmware applies), of `size` bytes if given.
+
+    A value of None makes a directory entry. Python writes the end blocks and then zero padding
+    to a 10 KiB record; `size` cuts or extends that padding, which stays a valid archive.
+    """
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.mtime = 1_735_689_600
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                archive.addfile(info)
+            else:
+                info.size = len(data)
+                info.mode = 0o644
+                archive.addfile(info, io.BytesIO(data))
+    content = buffer.getvalue().rstrip(b"\0")
+    # Keep the last member's padding and the two end blocks, then pad (or not) to `size`.
+    content = content + bytes(-len(content) % 512 + 1024)
+    if size is not None:
+        assert size >= len(content), "the files do not fit in that size"
+        content += bytes(size - len(content))
+    return content
+
+
+def microfreezer_package(files: dict[str, bytes | None]) -> bytes:
+    """Return the only .tar.gz the firmware reads: 8 fake gzip bytes, then a zlib stream."""
+    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + zlib.compress(ustar_package(files), 9)
+
+
+APP_FILES: dict[str, bytes | None] = {
+    "apps": None,
+    "apps/demo_console": None,
+    "apps/demo_console/scenario.py": b"def execute():\n    return 1\n",
+}
+# No version.py: which commit a package installs is up to each test. 3987 bytes, the size every
+# request in the tests carries.
+PACKAGE_BYTES = ustar_package(APP_FILES, size=3987)

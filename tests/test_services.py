@@ -1,7 +1,10 @@
 """The register_package action: verify a console package by downloading it, then store it."""
 
 import asyncio
+import gzip
 import hashlib
+import io
+import tarfile
 from typing import Any
 from unittest.mock import patch
 
@@ -24,12 +27,15 @@ from custom_components.insighio_ota.const import (
 
 from .conftest import (
     API,
+    APP_FILES,
     CONSOLE_URL,
     CONTROL_CHANNEL,
     DEVICE_ID,
     DEVICE_KEY,
     PACKAGE_BYTES,
     PACKAGE_ID,
+    microfreezer_package,
+    ustar_package,
 )
 
 ENTITY_ID = "update.sensor_1_firmware"
@@ -76,6 +82,11 @@ async def test_register_stores_size_and_sha256(
         "version": "1.1.0",
         "size": len(PACKAGE_BYTES),
         "sha256": SHA256,
+        "release_notes": "# Fixes\nBetter radio.",
+        "registered_at": response["registered_at"],
+        "hardware": [],
+        "sw_commit": None,
+        "position": 1,
     }
     # Downloaded with the first device's own credentials, as that device would.
     download = next(c for c in mock_console.mock_calls if "/packages/download" in str(c[1]))
@@ -99,9 +110,13 @@ async def test_register_stores_size_and_sha256(
 
 
 async def test_register_tar_gz(
-    hass: HomeAssistant, setup_integration: MockConfigEntry, hass_storage: dict[str, Any]
+    hass: HomeAssistant,
+    setup_integration: MockConfigEntry,
+    mock_console: AiohttpClientMocker,
+    hass_storage: dict[str, Any],
 ) -> None:
-    """Another type with its leading dot is accepted as given."""
+    """A .tar.gz in the microfreezer layout is accepted as given."""
+    serve_download(mock_console, content=microfreezer_package(APP_FILES))
     response = await register(hass, file_type=".tar.gz")
 
     assert response["file_type"] == ".tar.gz"
@@ -330,3 +345,209 @@ async def test_concurrent_registrations_keep_labels_unique(
     assert refused[0].translation_key == "version_taken"
     await hass.async_block_till_done()
     assert len(stored_packages(hass_storage, setup_integration)) == 1
+
+
+# --- the format check ------------------------------------------------------------------------
+
+
+def pax_package() -> bytes:
+    """Return a tar in Python's default PAX format, which writes junk files on the device."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        info = tarfile.TarInfo("main.py")
+        info.pax_headers = {"comment": "made on a desktop"}
+        archive.addfile(info, io.BytesIO(b""))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("file_type", "content", "message"),
+    [
+        (".tar", b"x" * 3987, "not a tar archive: its first header has a wrong checksum"),
+        (".tar", pax_package(), "is a PAX extended header"),
+        (
+            ".tar.gz",
+            gzip.compress(ustar_package(APP_FILES)),
+            "the .tar.gz is a real gzip file; the firmware needs the microfreezer layout",
+        ),
+        (".tar.gz", PACKAGE_BYTES, "the .tar.gz is not in the microfreezer layout"),
+        (".zip", PACKAGE_BYTES, "applies only .tar and .tar.gz packages"),
+    ],
+)
+async def test_format_refused_stores_nothing(
+    hass: HomeAssistant,
+    *,
+    setup_integration: MockConfigEntry,
+    mock_console: AiohttpClientMocker,
+    hass_storage: dict[str, Any],
+    file_type: str,
+    content: bytes,
+    message: str,
+) -> None:
+    """A package the firmware cannot apply is refused, saying exactly why; nothing is stored."""
+    serve_download(mock_console, content=content)
+
+    with pytest.raises(ServiceValidationError) as exc_info:
+        await register(hass, file_type=file_type)
+
+    assert exc_info.value.translation_key == "package_format"
+    assert exc_info.value.translation_placeholders["file_id"] == PACKAGE_ID
+    assert message in exc_info.value.translation_placeholders["error"]
+    assert str(exc_info.value).startswith(f"Package {PACKAGE_ID} cannot be applied by the firmware")
+    assert message in str(exc_info.value)
+    await hass.async_block_till_done()
+    assert stored_packages(hass_storage, setup_integration) == []
+    assert hass.states.get(ENTITY_ID).attributes["latest_version"] is None
+
+
+async def test_sw_commit_from_version_py(
+    hass: HomeAssistant, setup_integration: MockConfigEntry, mock_console: AiohttpClientMocker
+) -> None:
+    """The commit the package's version.py names is recorded, unless the user gives one."""
+    serve_download(
+        mock_console,
+        content=ustar_package({**APP_FILES, "version.py": b'sw_commit = "4f1c2a9"\n'}),
+    )
+
+    assert (await register(hass, file_id="aaaa0001", version="1.0"))["sw_commit"] == "4f1c2a9"
+    response = await register(hass, file_id="aaaa0002", version="2.0", sw_commit=" beef123 ")
+    assert response["sw_commit"] == "beef123"
+    response = await register(hass, file_id="aaaa0003", version="3.0", sw_commit="")
+    assert response["sw_commit"] == "4f1c2a9"
+
+
+async def test_register_hardware(
+    hass: HomeAssistant, setup_integration: MockConfigEntry, hass_storage: dict[str, Any]
+) -> None:
+    """Hardware families are stored; a single family may be given as a string."""
+    response = await register(hass, hardware=["esp32s3", "esp32"])
+    assert response["hardware"] == ["esp32s3", "esp32"]
+
+    response = await register(hass, file_id="aaaa0002", version="2.0", hardware="esp8266")
+    assert response["hardware"] == ["esp8266"]
+    assert response["position"] == 2
+    await hass.async_block_till_done()
+    assert [p["hardware"] for p in stored_packages(hass_storage, setup_integration)] == [
+        ["esp32s3", "esp32"],
+        ["esp8266"],
+    ]
+
+
+@pytest.mark.parametrize(
+    "data", [{"hardware": ["esp33"]}, {"hardware": [1]}, {"sw_commit": "c" * 65}]
+)
+async def test_schema_refuses_bad_hardware_and_commit(
+    hass: HomeAssistant, setup_integration: MockConfigEntry, data: dict[str, Any]
+) -> None:
+    """Unknown hardware families and overlong commits are refused by the schema."""
+    with pytest.raises(probatio.Invalid):
+        await register(hass, **data)
+
+
+# --- update, remove, list --------------------------------------------------------------------
+
+
+async def call(hass: HomeAssistant, action: str, **data: Any) -> dict[str, Any] | None:
+    """Call one of the package actions, with a response when it gives one."""
+    return await hass.services.async_call(
+        DOMAIN, action, data, blocking=True, return_response=action != "remove_package"
+    )
+
+
+async def test_update_package(
+    hass: HomeAssistant, setup_integration: MockConfigEntry, hass_storage: dict[str, Any]
+) -> None:
+    """Label, notes, hardware, commit and position change; the entity follows."""
+    await register(
+        hass, file_id="aaaa0001", version="1.0", release_notes="Old", sw_commit="abc1234"
+    )
+    await register(hass, file_id="aaaa0002", version="2.0")
+
+    response = await call(
+        hass,
+        "update_package",
+        file_id="aaaa0001",
+        version="1.0.1",
+        release_notes="",
+        hardware=[],
+        sw_commit="",
+        position=2,
+    )
+
+    assert response is not None
+    assert response["version"] == "1.0.1"
+    assert response["release_notes"] is None
+    assert response["sw_commit"] is None
+    assert response["position"] == 2
+    await hass.async_block_till_done()
+    assert [p["version"] for p in stored_packages(hass_storage, setup_integration)] == [
+        "2.0",
+        "1.0.1",
+    ]
+    assert hass.states.get(ENTITY_ID).attributes["latest_version"] == "1.0.1"
+
+    # Only what is given changes.
+    response = await call(hass, "update_package", file_id="aaaa0001", hardware=["esp32"])
+    assert response is not None
+    assert (response["version"], response["hardware"]) == ("1.0.1", ["esp32"])
+    # A package for other hardware is no longer this (unknown hardware) device's latest.
+    assert hass.states.get(ENTITY_ID).attributes["latest_version"] == "2.0"
+
+
+async def test_update_package_refusals(
+    hass: HomeAssistant, setup_integration: MockConfigEntry
+) -> None:
+    """An unknown file id or a label of another package is refused, translated."""
+    await register(hass, file_id="aaaa0001", version="1.0")
+    await register(hass, file_id="aaaa0002", version="2.0")
+
+    with pytest.raises(ServiceValidationError) as exc_info:
+        await call(hass, "update_package", file_id="ffff0000", version="3.0")
+    assert exc_info.value.translation_key == "unknown_package"
+    assert str(exc_info.value) == "No registered package has the file id ffff0000"
+
+    with pytest.raises(ServiceValidationError) as exc_info:
+        await call(hass, "update_package", file_id="aaaa0001", version="2.0")
+    assert exc_info.value.translation_key == "version_taken"
+    assert exc_info.value.translation_placeholders == {"version": "2.0", "file_id": "aaaa0002"}
+
+    with pytest.raises(probatio.Invalid):
+        await call(hass, "update_package", file_id="aaaa0001", position=0)
+
+
+async def test_remove_package(
+    hass: HomeAssistant, setup_integration: MockConfigEntry, hass_storage: dict[str, Any]
+) -> None:
+    """Removing forgets the package; the latest version falls back to the one before."""
+    await register(hass, file_id="aaaa0001", version="1.0")
+    await register(hass, file_id="aaaa0002", version="2.0")
+
+    assert await call(hass, "remove_package", file_id="aaaa0002") is None
+
+    await hass.async_block_till_done()
+    assert [p["file_id"] for p in stored_packages(hass_storage, setup_integration)] == ["aaaa0001"]
+    assert hass.states.get(ENTITY_ID).attributes["latest_version"] == "1.0"
+    with pytest.raises(ServiceValidationError) as exc_info:
+        await call(hass, "remove_package", file_id="aaaa0002")
+    assert exc_info.value.translation_key == "unknown_package"
+    assert exc_info.value.translation_placeholders == {"file_id": "aaaa0002"}
+
+
+async def test_list_packages(hass: HomeAssistant, setup_integration: MockConfigEntry) -> None:
+    """The packages come in order, with their positions; the action only responds."""
+    assert await call(hass, "list_packages") == {"packages": []}
+    await register(hass, file_id="aaaa0001", version="2.0", hardware=["esp32"])
+    await register(hass, file_id="aaaa0002", version="10.0")
+    await call(hass, "update_package", file_id="aaaa0002", position=1)
+
+    response = await call(hass, "list_packages", config_entry_id=setup_integration.entry_id)
+
+    assert response is not None
+    assert [(p["version"], p["position"], p["hardware"]) for p in response["packages"]] == [
+        ("10.0", 1, []),
+        ("2.0", 2, ["esp32"]),
+    ]
+    assert response["packages"][0]["size"] == len(PACKAGE_BYTES)
+    assert response["packages"][0]["sha256"] == SHA256
+    with pytest.raises(ServiceValidationError, match="requires responses"):
+        await hass.services.async_call(DOMAIN, "list_packages", {}, blocking=True)

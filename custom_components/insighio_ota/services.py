@@ -1,6 +1,11 @@
-"""Actions of the integration: registering a console package."""
+"""Actions of the integration: the package catalogue (register, update, remove, list).
 
-from typing import Any
+`async_register_package`, `async_update_package` and `async_remove_package` are shared with the
+options flow, which shows the same translated errors in its forms.
+"""
+
+from collections.abc import Iterable
+from typing import Any, Final
 
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
@@ -8,7 +13,13 @@ from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import config_validation as cv
 import probatio
 
-from .catalogue import VersionTakenError
+from .catalogue import (
+    HARDWARE_FAMILIES,
+    Package,
+    PackageCatalogue,
+    UnknownPackageError,
+    VersionTakenError,
+)
 from .console import (
     ConsoleAuthenticationError,
     ConsoleError,
@@ -25,23 +36,54 @@ from .const import (
     SERVICE_REGISTER_PACKAGE,
 )
 from .coordinator import InsighioOtaConfigEntry, InsighioOtaRuntimeData
+from .package import PackageFormatError, check_package
 from .protocol import OtaRequest, ProtocolError
 
-_NON_EMPTY_TEXT = probatio.All(cv.string, probatio.Strip, probatio.Length(min=1, max=255))
+ATTR_HARDWARE: Final = "hardware"
+ATTR_SW_COMMIT: Final = "sw_commit"
+ATTR_POSITION: Final = "position"
+ATTR_PACKAGES: Final = "packages"
+SERVICE_UPDATE_PACKAGE: Final = "update_package"
+SERVICE_REMOVE_PACKAGE: Final = "remove_package"
+SERVICE_LIST_PACKAGES: Final = "list_packages"
+VERSION_MAX_LENGTH: Final = 64
+SW_COMMIT_MAX_LENGTH: Final = 64
+
+_FILE_ID = probatio.All(cv.string, probatio.Strip, probatio.Length(min=1))
+_VERSION = probatio.All(cv.string, probatio.Strip, probatio.Length(min=1, max=VERSION_MAX_LENGTH))
+_HARDWARE = probatio.All(
+    cv.ensure_list, [probatio.All(cv.string, probatio.Strip, probatio.In(HARDWARE_FAMILIES))]
+)
+# Empty clears the commit of a package (update_package) or lets version.py give it (register).
+_SW_COMMIT = probatio.All(cv.string, probatio.Strip, probatio.Length(max=SW_COMMIT_MAX_LENGTH))
 
 REGISTER_PACKAGE_SCHEMA = probatio.Schema(
     {
         probatio.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
-        probatio.Required(ATTR_FILE_ID): probatio.All(
-            cv.string, probatio.Strip, probatio.Length(min=1)
-        ),
+        probatio.Required(ATTR_FILE_ID): _FILE_ID,
         probatio.Optional(ATTR_FILE_TYPE, default=".tar"): probatio.All(cv.string, probatio.Strip),
-        probatio.Required(ATTR_VERSION): probatio.All(
-            cv.string, probatio.Strip, probatio.Length(min=1, max=64)
-        ),
+        probatio.Required(ATTR_VERSION): _VERSION,
         probatio.Optional(ATTR_RELEASE_NOTES): cv.string,
+        probatio.Optional(ATTR_HARDWARE, default=list): _HARDWARE,
+        probatio.Optional(ATTR_SW_COMMIT): _SW_COMMIT,
     }
 )
+UPDATE_PACKAGE_SCHEMA = probatio.Schema(
+    {
+        probatio.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
+        probatio.Required(ATTR_FILE_ID): _FILE_ID,
+        probatio.Optional(ATTR_VERSION): _VERSION,
+        probatio.Optional(ATTR_RELEASE_NOTES): cv.string,
+        probatio.Optional(ATTR_HARDWARE): _HARDWARE,
+        probatio.Optional(ATTR_SW_COMMIT): _SW_COMMIT,
+        # 1 = the oldest package; a number past the end makes it the newest.
+        probatio.Optional(ATTR_POSITION): probatio.All(probatio.Coerce(int), probatio.Range(min=1)),
+    }
+)
+REMOVE_PACKAGE_SCHEMA = probatio.Schema(
+    {probatio.Optional(ATTR_CONFIG_ENTRY_ID): cv.string, probatio.Required(ATTR_FILE_ID): _FILE_ID}
+)
+LIST_PACKAGES_SCHEMA = probatio.Schema({probatio.Optional(ATTR_CONFIG_ENTRY_ID): cv.string})
 
 
 def _loaded_entry(hass: HomeAssistant, entry_id: str | None) -> InsighioOtaConfigEntry:
@@ -60,13 +102,26 @@ def _loaded_entry(hass: HomeAssistant, entry_id: str | None) -> InsighioOtaConfi
     )
 
 
-async def _async_register_package(call: ServiceCall) -> ServiceResponse:
-    """Download a console package once to learn its size and sha256, then store it."""
-    entry = _loaded_entry(call.hass, call.data.get(ATTR_CONFIG_ENTRY_ID))
-    runtime = entry.runtime_data
-    file_id: str = call.data[ATTR_FILE_ID]
-    file_type: str = call.data[ATTR_FILE_TYPE]
-    version: str = call.data[ATTR_VERSION]
+def package_data(catalogue: PackageCatalogue, package: Package) -> dict[str, Any]:
+    """Return a package as an action responds with it; `position` 1 is the oldest."""
+    return {**package.as_dict(), ATTR_POSITION: catalogue.position_of(package.file_id) + 1}
+
+
+async def async_register_package(
+    runtime: InsighioOtaRuntimeData,
+    *,
+    file_id: str,
+    file_type: str,
+    version: str,
+    release_notes: str | None = None,
+    hardware: Iterable[str] = (),
+    sw_commit: str | None = None,
+) -> Package:
+    """Download a console package, check the firmware can apply it, then store it.
+
+    Nothing is stored unless every check passes. `sw_commit` defaults to the one the package's
+    `version.py` names. Raises translated `ServiceValidationError`/`HomeAssistantError`.
+    """
     try:
         # Checks the id and type the way the firmware will, before anything is downloaded.
         OtaRequest(file_id, file_type, 1)
@@ -80,28 +135,67 @@ async def _async_register_package(call: ServiceCall) -> ServiceResponse:
         # Checked before the download to save it, and again when the package is stored.
         runtime.catalogue.check_version_free(file_id, version)
         download = await _async_download(runtime, file_id)
-        package = await runtime.catalogue.async_add(
+        try:
+            report = check_package(download.content, file_type)
+        except PackageFormatError as err:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="package_format",
+                translation_placeholders={"file_id": file_id, "error": str(err)},
+            ) from err
+        return await runtime.catalogue.async_add(
             file_id=file_id,
             file_type=file_type,
             size=download.size,
             sha256=download.sha256,
             version=version,
-            release_notes=call.data.get(ATTR_RELEASE_NOTES),
+            release_notes=release_notes,
+            hardware=hardware,
+            sw_commit=(sw_commit or "").strip() or report.sw_commit,
         )
     except VersionTakenError as err:
-        raise ServiceValidationError(
-            translation_domain=DOMAIN,
-            translation_key="version_taken",
-            translation_placeholders={"version": version, "file_id": err.file_id},
-        ) from err
-    response: dict[str, Any] = {
-        ATTR_FILE_ID: package.file_id,
-        ATTR_FILE_TYPE: package.file_type,
-        ATTR_VERSION: package.version,
-        "size": package.size,
-        "sha256": package.sha256,
-    }
-    return response
+        raise _version_taken(err) from err
+
+
+async def async_update_package(
+    runtime: InsighioOtaRuntimeData, file_id: str, **changes: Any
+) -> Package:
+    """Change a registered package (see `PackageCatalogue.async_update`), with translated errors.
+
+    `position` here is 1-based, as users count.
+    """
+    if ATTR_POSITION in changes:
+        changes[ATTR_POSITION] -= 1
+    try:
+        return await runtime.catalogue.async_update(file_id, **changes)
+    except UnknownPackageError as err:
+        raise _unknown_package(file_id) from err
+    except VersionTakenError as err:
+        raise _version_taken(err) from err
+
+
+async def async_remove_package(runtime: InsighioOtaRuntimeData, file_id: str) -> Package:
+    """Forget a registered package, with a translated error when there is none."""
+    try:
+        return await runtime.catalogue.async_remove(file_id)
+    except UnknownPackageError as err:
+        raise _unknown_package(file_id) from err
+
+
+def _version_taken(err: VersionTakenError) -> ServiceValidationError:
+    return ServiceValidationError(
+        translation_domain=DOMAIN,
+        translation_key="version_taken",
+        translation_placeholders={"version": err.version, "file_id": err.file_id},
+    )
+
+
+def _unknown_package(file_id: str) -> ServiceValidationError:
+    return ServiceValidationError(
+        translation_domain=DOMAIN,
+        translation_key="unknown_package",
+        translation_placeholders={"file_id": file_id},
+    )
 
 
 async def _async_download(runtime: InsighioOtaRuntimeData, file_id: str) -> PackageDownload:
@@ -133,12 +227,71 @@ async def _async_download(runtime: InsighioOtaRuntimeData, file_id: str) -> Pack
         ) from err
 
 
+async def _async_register_package_action(call: ServiceCall) -> ServiceResponse:
+    """Register a package; respond with what was stored."""
+    runtime = _loaded_entry(call.hass, call.data.get(ATTR_CONFIG_ENTRY_ID)).runtime_data
+    package = await async_register_package(
+        runtime,
+        file_id=call.data[ATTR_FILE_ID],
+        file_type=call.data[ATTR_FILE_TYPE],
+        version=call.data[ATTR_VERSION],
+        release_notes=call.data.get(ATTR_RELEASE_NOTES),
+        hardware=call.data[ATTR_HARDWARE],
+        sw_commit=call.data.get(ATTR_SW_COMMIT),
+    )
+    return package_data(runtime.catalogue, package)
+
+
+async def _async_update_package_action(call: ServiceCall) -> ServiceResponse:
+    """Change a package's label, notes, hardware, commit or position; respond with the result."""
+    runtime = _loaded_entry(call.hass, call.data.get(ATTR_CONFIG_ENTRY_ID)).runtime_data
+    changes = {
+        key: call.data[key]
+        for key in (ATTR_VERSION, ATTR_RELEASE_NOTES, ATTR_HARDWARE, ATTR_SW_COMMIT, ATTR_POSITION)
+        if key in call.data
+    }
+    package = await async_update_package(runtime, call.data[ATTR_FILE_ID], **changes)
+    return package_data(runtime.catalogue, package)
+
+
+async def _async_remove_package_action(call: ServiceCall) -> None:
+    """Forget a package; devices that installed it keep their software."""
+    runtime = _loaded_entry(call.hass, call.data.get(ATTR_CONFIG_ENTRY_ID)).runtime_data
+    await async_remove_package(runtime, call.data[ATTR_FILE_ID])
+
+
+async def _async_list_packages_action(call: ServiceCall) -> ServiceResponse:
+    """Respond with the registered packages, oldest first."""
+    catalogue = _loaded_entry(call.hass, call.data.get(ATTR_CONFIG_ENTRY_ID)).runtime_data.catalogue
+    return {ATTR_PACKAGES: [package_data(catalogue, p) for p in catalogue.packages]}
+
+
 def async_setup_services(hass: HomeAssistant) -> None:
     """Register the integration's actions (once, for all config entries)."""
     hass.services.async_register(
         DOMAIN,
         SERVICE_REGISTER_PACKAGE,
-        _async_register_package,
+        _async_register_package_action,
         schema=REGISTER_PACKAGE_SCHEMA,
         supports_response=SupportsResponse.OPTIONAL,
+    )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_UPDATE_PACKAGE,
+        _async_update_package_action,
+        schema=UPDATE_PACKAGE_SCHEMA,
+        supports_response=SupportsResponse.OPTIONAL,
+    )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_REMOVE_PACKAGE,
+        _async_remove_package_action,
+        schema=REMOVE_PACKAGE_SCHEMA,
+    )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_LIST_PACKAGES,
+        _async_list_packages_action,
+        schema=LIST_PACKAGES_SCHEMA,
+        supports_response=SupportsResponse.ONLY,
     )

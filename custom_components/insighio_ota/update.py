@@ -8,9 +8,10 @@ from homeassistant.components.update import (
     UpdateEntityFeature,
 )
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.exceptions import HomeAssistantError
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
+from .catalogue import Package
 from .const import DOMAIN
 from .coordinator import InsighioOtaConfigEntry
 from .entity import InsighioOtaEntity
@@ -62,9 +63,19 @@ class InsighioOtaUpdate(InsighioOtaEntity, UpdateEntity):
         return self.runtime_data.tracker.installed_version(self.device_id)
 
     @property
+    def _hw_version(self) -> str | None:
+        """Return the hardware family of the device's last /stat, None before one."""
+        stat = self.runtime_data.tracker.stat(self.device_id)
+        return stat.hw_version if stat else None
+
+    def _latest(self) -> Package | None:
+        """Return the newest package compatible with the device's hardware."""
+        return self.runtime_data.catalogue.latest_for(self._hw_version)
+
+    @property
     def latest_version(self) -> str | None:
-        """Return the newest registered package's label."""
-        latest = self.runtime_data.catalogue.latest
+        """Return the label of the newest package compatible with the device's hardware."""
+        latest = self._latest()
         return latest.version if latest else None
 
     @property
@@ -74,8 +85,8 @@ class InsighioOtaUpdate(InsighioOtaEntity, UpdateEntity):
 
     @property
     def release_summary(self) -> str | None:
-        """Return the first line of the latest package's release notes."""
-        latest = self.runtime_data.catalogue.latest
+        """Return the first line of the latest compatible package's release notes."""
+        latest = self._latest()
         if latest is None or not (notes := (latest.release_notes or "").strip()):
             return None
         return notes.splitlines()[0].strip()[:255]
@@ -109,12 +120,22 @@ class InsighioOtaUpdate(InsighioOtaEntity, UpdateEntity):
     async def async_install(self, version: str | None, backup: bool, **kwargs: Any) -> None:
         """Publish the OTA request; the device picks it up at its next wake."""
         catalogue = self.runtime_data.catalogue
-        package = catalogue.by_version(version) if version is not None else catalogue.latest
+        package = catalogue.by_version(version) if version is not None else self._latest()
         if package is None:
             raise HomeAssistantError(
                 translation_domain=DOMAIN,
                 translation_key="unknown_version",
                 translation_placeholders={"version": str(version)},
+            )
+        if not catalogue.compatible(package, self._hw_version):
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="incompatible_package",
+                translation_placeholders={
+                    "version": package.version,
+                    "hardware": ", ".join(package.hardware),
+                    "hw_version": self._hw_version or "unknown hardware",
+                },
             )
         device = self.coordinator.data[self.device_id]
         await self.runtime_data.tracker.async_request(
@@ -122,8 +143,8 @@ class InsighioOtaUpdate(InsighioOtaEntity, UpdateEntity):
         )
 
     async def async_release_notes(self) -> str | None:
-        """Return the latest package's release notes (markdown)."""
-        latest = self.runtime_data.catalogue.latest
+        """Return the latest compatible package's release notes (markdown)."""
+        latest = self._latest()
         return latest.release_notes if latest else None
 
     async def async_added_to_hass(self) -> None:
