@@ -62,6 +62,12 @@ def _add_devices(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--free-flash", type=int, default=1_000_000, help="free flash in bytes")
     parser.add_argument("--cellular", action="store_true", help="make every device cellular")
+    parser.add_argument(
+        "--reboot-delay",
+        type=float,
+        default=1.0,
+        help="seconds between an applied OTA and the /stat of the reboot (1)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +150,7 @@ async def _run(args: argparse.Namespace) -> int:
                 free_flash=args.free_flash,
                 cellular=args.cellular,
                 state_dir=args.state_dir,
+                reboot_delay=args.reboot_delay,
             )
             fleet = DeviceFleet(identities, project, settings)
             fleet.start()

@@ -174,7 +174,14 @@ async def real_mqtt(
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
     await wait_for(lambda: mqtt.is_connected(hass), 10, "HA's MQTT client to connect to Mosquitto")
-    return entry
+    yield entry
+    # Unloaded while the broker still runs: afterwards HA's MQTT client could not unsubscribe.
+    for ours in hass.config_entries.async_entries(DOMAIN):
+        if ours.state is ConfigEntryState.LOADED:
+            await hass.config_entries.async_unload(ours.entry_id)
+    if entry.state is ConfigEntryState.LOADED:
+        await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
 
 
 async def wait_for_subscription(hass: HomeAssistant, topic: str, qos: int = 1) -> None:
@@ -186,6 +193,34 @@ async def wait_for_subscription(hass: HomeAssistant, topic: str, qos: int = 1) -
             await done.wait()
     finally:
         stop()
+
+
+async def wait_for_our_subscriptions(hass: HomeAssistant, console: Simulator) -> None:
+    """Wait until the broker acknowledged the integration's /ota and /stat subscriptions."""
+    channel = console.ready["control_channel"]
+    for topic in (
+        f"channels/{channel}/messages/+/ota",
+        f"channels/{channel}/messages/+/stat",
+    ):
+        await wait_for_subscription(hass, topic)
+
+
+async def retained_on(hass: HomeAssistant, topic: str) -> list[str]:
+    """Subscribe afresh and return what the broker keeps retained on a topic."""
+    received: list[str] = []
+
+    def _collect(message: mqtt.ReceiveMessage) -> None:
+        if message.retain and message.payload:
+            received.append(str(message.payload))
+
+    unsubscribe = await mqtt.async_subscribe(hass, topic, _collect, qos=1)
+    try:
+        # The broker sends retained messages right after the subscription is acknowledged.
+        await wait_for_subscription(hass, topic)
+        await asyncio.sleep(0.5)
+    finally:
+        unsubscribe()
+    return received
 
 
 SetupIntegration = Callable[[Simulator], Awaitable[MockConfigEntry]]
@@ -212,12 +247,7 @@ def setup_through_config_flow(hass: HomeAssistant, real_mqtt: MockConfigEntry) -
         assert entry.state is ConfigEntryState.LOADED
         # Devices publish /stat right after boot, and the broker does not keep it: wait until the
         # broker acknowledged our subscriptions before a test starts any device.
-        channel = console.ready["control_channel"]
-        for topic in (
-            f"channels/{channel}/messages/+/ota",
-            f"channels/{channel}/messages/+/stat",
-        ):
-            await wait_for_subscription(hass, topic)
+        await wait_for_our_subscriptions(hass, console)
         return entry  # type: ignore[return-value]
 
     return _setup

@@ -741,3 +741,11 @@ def test_make_package_cli(tmp_path: Path) -> None:
     assert Path(path).name == "12345678.tar.gz"
     assert int(size) == len(data)
     assert sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_reboot_delay_option() -> None:
+    from simulator.cli import build_parser  # noqa: PLC0415
+
+    base = ["devices", "--mqtt-port", "1883"]
+    assert build_parser().parse_args(base).reboot_delay == 1.0
+    assert build_parser().parse_args([*base, "--reboot-delay", "6"]).reboot_delay == 6.0
