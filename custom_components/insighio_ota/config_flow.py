@@ -1,18 +1,40 @@
-"""Add a console account: the password is exchanged for a revocable API key, which is stored."""
+"""Add a console account (the password is exchanged for a revocable API key, which is stored).
+
+The options flow changes how updates are followed (read by the tracker at every use, so no reload
+is needed) and manages the package catalogue, which lives in its own Store: package changes leave
+the entry's options alone and never reload it; the entities follow the catalogue's listeners.
+"""
 
 from collections.abc import Mapping
 from typing import Any
 
-from homeassistant.config_entries import ConfigFlow, ConfigFlowResult
+from homeassistant.config_entries import (
+    ConfigEntry,
+    ConfigEntryState,
+    ConfigFlow,
+    ConfigFlowResult,
+    OptionsFlow,
+)
 from homeassistant.const import CONF_EMAIL, CONF_PASSWORD
+from homeassistant.core import callback
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.selector import (
+    BooleanSelector,
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
+    SelectOptionDict,
+    SelectSelector,
+    SelectSelectorConfig,
+    SelectSelectorMode,
     TextSelector,
     TextSelectorConfig,
     TextSelectorType,
 )
 import probatio
 
+from .catalogue import HARDWARE_FAMILIES, PackageCatalogue
 from .console import (
     DEFAULT_CONSOLE_URL,
     ApiKey,
@@ -24,11 +46,37 @@ from .console import (
 from .const import (
     API_KEY_DURATION,
     API_KEY_NAME,
+    ATTR_FILE_ID,
+    ATTR_FILE_TYPE,
+    ATTR_RELEASE_NOTES,
+    ATTR_VERSION,
     CONF_API_KEY,
     CONF_API_KEY_ID,
     CONF_CONSOLE_URL,
+    CONF_MIN_BATTERY_MV,
+    CONF_NOTIFY_FAILURES,
+    CONF_RETRY_CAP,
+    CONF_SEEN_WITHIN_HOURS,
+    CONF_TIMEOUT_WAKES,
+    DEFAULT_MIN_BATTERY_MV,
+    DEFAULT_NOTIFY_FAILURES,
+    DEFAULT_RETRY_CAP,
+    DEFAULT_SEEN_WITHIN_HOURS,
+    DEFAULT_TIMEOUT_WAKES,
     DOMAIN,
     LOGGER,
+)
+from .coordinator import InsighioOtaRuntimeData
+from .package import FILE_TYPES
+from .services import (
+    ATTR_HARDWARE,
+    ATTR_POSITION,
+    ATTR_SW_COMMIT,
+    SW_COMMIT_VALIDATOR,
+    VERSION_VALIDATOR,
+    async_register_package,
+    async_remove_package,
+    async_update_package,
 )
 
 MQTT_DOMAIN = "mqtt"
@@ -54,6 +102,12 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
     """Sign in to an insigh.io console account."""
 
     VERSION = 1
+
+    @staticmethod
+    @callback
+    def async_get_options_flow(config_entry: ConfigEntry) -> InsighioOtaOptionsFlow:
+        """Return the options flow: update settings and the package catalogue."""
+        return InsighioOtaOptionsFlow()
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Ask for the console and the account, and check them."""
@@ -143,3 +197,264 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
             LOGGER.exception("Unexpected error while signing in to the console")
             errors["base"] = "unknown"
         return None
+
+
+# Option, default, and (min, max) for the counts; 0 turns the last two guards off.
+_COUNTS: tuple[tuple[str, int, int, int], ...] = (
+    (CONF_RETRY_CAP, DEFAULT_RETRY_CAP, 1, 20),
+    (CONF_TIMEOUT_WAKES, DEFAULT_TIMEOUT_WAKES, 1, 100),
+    (CONF_SEEN_WITHIN_HOURS, DEFAULT_SEEN_WITHIN_HOURS, 0, 720),
+    (CONF_MIN_BATTERY_MV, DEFAULT_MIN_BATTERY_MV, 0, 5000),
+)
+_HARDWARE_SELECTOR = SelectSelector(
+    SelectSelectorConfig(
+        options=list(HARDWARE_FAMILIES),
+        multiple=True,
+        mode=SelectSelectorMode.LIST,
+        translation_key="hardware",
+    )
+)
+_TEXT = TextSelector()
+_MULTILINE = TextSelector(TextSelectorConfig(multiline=True))
+_ADD_PACKAGE_SCHEMA = probatio.Schema(
+    {
+        probatio.Required(ATTR_FILE_ID): _TEXT,
+        probatio.Required(ATTR_FILE_TYPE, default=FILE_TYPES[0]): SelectSelector(
+            SelectSelectorConfig(options=list(FILE_TYPES), mode=SelectSelectorMode.DROPDOWN)
+        ),
+        probatio.Required(ATTR_VERSION): _TEXT,
+        probatio.Optional(ATTR_RELEASE_NOTES): _MULTILINE,
+        probatio.Optional(ATTR_HARDWARE): _HARDWARE_SELECTOR,
+        probatio.Optional(ATTR_SW_COMMIT): _TEXT,
+    }
+)
+# Which form field an error of the shared package functions belongs to; others are "base".
+_ERROR_FIELDS = {
+    "invalid_package": ATTR_FILE_ID,
+    "package_not_found": ATTR_FILE_ID,
+    "version_taken": ATTR_VERSION,
+}
+
+
+def _count_selector(minimum: int, maximum: int) -> NumberSelector:
+    return NumberSelector(
+        NumberSelectorConfig(min=minimum, max=maximum, step=1, mode=NumberSelectorMode.BOX)
+    )
+
+
+def _pick_schema(catalogue: PackageCatalogue) -> probatio.Schema:
+    """Return a form choosing one registered package, listed in order."""
+    options = [
+        SelectOptionDict(value=p.file_id, label=f"{p.version} ({p.file_id})")
+        for p in catalogue.packages
+    ]
+    return probatio.Schema(
+        {
+            probatio.Required(ATTR_FILE_ID): SelectSelector(
+                SelectSelectorConfig(options=options, mode=SelectSelectorMode.DROPDOWN)
+            )
+        }
+    )
+
+
+def _field_errors(user_input: dict[str, Any]) -> dict[str, str]:
+    """Check the label and commit as the actions' schemas do; return form errors."""
+    errors: dict[str, str] = {}
+    for field, validator, error in (
+        (ATTR_VERSION, VERSION_VALIDATOR, "invalid_version"),
+        (ATTR_SW_COMMIT, SW_COMMIT_VALIDATOR, "invalid_sw_commit"),
+    ):
+        if field in user_input:
+            try:
+                user_input[field] = validator(user_input[field])
+            except probatio.Invalid:
+                errors[field] = error
+    return errors
+
+
+def _form_error(err: HomeAssistantError) -> tuple[dict[str, str], dict[str, str]]:
+    """Turn a translated error of the shared package functions into form errors."""
+    key = err.translation_key or "unknown"
+    placeholders = {
+        name: str(value) for name, value in (err.translation_placeholders or {}).items()
+    }
+    return {_ERROR_FIELDS.get(key, "base"): key}, placeholders
+
+
+class InsighioOtaOptionsFlow(OptionsFlow):
+    """Update settings, and register, edit or remove packages."""
+
+    def __init__(self) -> None:
+        """Start with no package chosen."""
+        self._file_id: str | None = None
+
+    def _runtime(self) -> InsighioOtaRuntimeData | None:
+        """Return the loaded entry's catalogue and console client, None while not loaded."""
+        entry = self.config_entry
+        runtime: InsighioOtaRuntimeData | None = (
+            entry.runtime_data if entry.state is ConfigEntryState.LOADED else None
+        )
+        return runtime
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Offer the settings, and the package steps that apply now."""
+        menu = ["settings"]
+        if (runtime := self._runtime()) is not None:
+            menu.append("add_package")
+            if runtime.catalogue.packages:
+                menu.extend(("edit_package", "remove_package"))
+        return self.async_show_menu(step_id="init", menu_options=menu)
+
+    async def async_step_settings(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Change notifications, the download retry cap, the timeout and the install guards."""
+        if user_input is not None:
+            settings: dict[str, Any] = {
+                CONF_NOTIFY_FAILURES: bool(user_input[CONF_NOTIFY_FAILURES]),
+                **{key: int(user_input[key]) for key, *_ in _COUNTS},
+            }
+            return self.async_create_entry(data={**self.config_entry.options, **settings})
+        options = self.config_entry.options
+        schema: dict[Any, Any] = {
+            probatio.Required(
+                CONF_NOTIFY_FAILURES,
+                default=options.get(CONF_NOTIFY_FAILURES, DEFAULT_NOTIFY_FAILURES),
+            ): BooleanSelector()
+        }
+        for key, default, minimum, maximum in _COUNTS:
+            schema[probatio.Required(key, default=options.get(key, default))] = _count_selector(
+                minimum, maximum
+            )
+        return self.async_show_form(step_id="settings", data_schema=probatio.Schema(schema))
+
+    async def async_step_add_package(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Download and check a console package exactly as the register action does."""
+        if (runtime := self._runtime()) is None:
+            return self.async_abort(reason="entry_not_loaded")
+        errors: dict[str, str] = {}
+        placeholders: dict[str, str] = {}
+        if user_input is not None and not (errors := _field_errors(user_input)):
+            try:
+                await async_register_package(
+                    runtime,
+                    file_id=user_input[ATTR_FILE_ID].strip(),
+                    file_type=user_input[ATTR_FILE_TYPE],
+                    version=user_input[ATTR_VERSION],
+                    release_notes=user_input.get(ATTR_RELEASE_NOTES),
+                    hardware=user_input.get(ATTR_HARDWARE, ()),
+                    sw_commit=user_input.get(ATTR_SW_COMMIT),
+                )
+            except HomeAssistantError as err:
+                errors, placeholders = _form_error(err)
+            else:
+                return self._async_packages_done()
+        return self.async_show_form(
+            step_id="add_package",
+            data_schema=self.add_suggested_values_to_schema(_ADD_PACKAGE_SCHEMA, user_input),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    async def async_step_edit_package(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Choose the package to edit."""
+        if (runtime := self._runtime()) is None:
+            return self.async_abort(reason="entry_not_loaded")
+        if not runtime.catalogue.packages:
+            return self.async_abort(reason="no_packages")
+        if user_input is not None:
+            self._file_id = user_input[ATTR_FILE_ID]
+            return await self.async_step_package_details()
+        return self.async_show_form(
+            step_id="edit_package", data_schema=_pick_schema(runtime.catalogue)
+        )
+
+    async def async_step_package_details(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Change the label, notes, hardware, commit or position of the chosen package."""
+        if (runtime := self._runtime()) is None:
+            return self.async_abort(reason="entry_not_loaded")
+        catalogue = runtime.catalogue
+        package = catalogue.by_file_id(self._file_id or "")
+        if package is None:
+            return self.async_abort(
+                reason="unknown_package", description_placeholders={"file_id": str(self._file_id)}
+            )
+        errors: dict[str, str] = {}
+        placeholders: dict[str, str] = {}
+        if user_input is not None and not (errors := _field_errors(user_input)):
+            try:
+                await async_update_package(
+                    runtime,
+                    package.file_id,
+                    version=user_input[ATTR_VERSION],
+                    # A field the user emptied is left out by the form: it clears.
+                    release_notes=user_input.get(ATTR_RELEASE_NOTES, ""),
+                    hardware=user_input.get(ATTR_HARDWARE, []),
+                    sw_commit=user_input.get(ATTR_SW_COMMIT, ""),
+                    position=int(user_input[ATTR_POSITION]),
+                )
+            except HomeAssistantError as err:
+                errors, placeholders = _form_error(err)
+            else:
+                return self._async_packages_done()
+        count = len(catalogue.packages)
+        schema = probatio.Schema(
+            {
+                probatio.Required(ATTR_VERSION): _TEXT,
+                probatio.Optional(ATTR_RELEASE_NOTES): _MULTILINE,
+                probatio.Optional(ATTR_HARDWARE): _HARDWARE_SELECTOR,
+                probatio.Optional(ATTR_SW_COMMIT): _TEXT,
+                probatio.Required(ATTR_POSITION): _count_selector(1, count),
+            }
+        )
+        current = {
+            ATTR_VERSION: package.version,
+            ATTR_RELEASE_NOTES: package.release_notes,
+            ATTR_HARDWARE: list(package.hardware),
+            ATTR_SW_COMMIT: package.sw_commit,
+            ATTR_POSITION: catalogue.position_of(package.file_id) + 1,
+        }
+        return self.async_show_form(
+            step_id="package_details",
+            data_schema=self.add_suggested_values_to_schema(schema, user_input or current),
+            errors=errors,
+            description_placeholders={
+                "package": f"{package.version} ({package.file_id})",
+                "count": str(count),
+                **placeholders,
+            },
+        )
+
+    async def async_step_remove_package(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Choose a package and forget it."""
+        if (runtime := self._runtime()) is None:
+            return self.async_abort(reason="entry_not_loaded")
+        if not runtime.catalogue.packages:
+            return self.async_abort(reason="no_packages")
+        errors: dict[str, str] = {}
+        placeholders: dict[str, str] = {}
+        if user_input is not None:
+            try:
+                await async_remove_package(runtime, user_input[ATTR_FILE_ID])
+            except HomeAssistantError as err:
+                errors, placeholders = _form_error(err)
+            else:
+                return self._async_packages_done()
+        return self.async_show_form(
+            step_id="remove_package",
+            data_schema=_pick_schema(runtime.catalogue),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    def _async_packages_done(self) -> ConfigFlowResult:
+        """End the flow leaving the options as they are: nothing reloads for a package."""
+        return self.async_create_entry(data=dict(self.config_entry.options))

@@ -50,32 +50,36 @@ VERSION_MAX_LENGTH: Final = 64
 SW_COMMIT_MAX_LENGTH: Final = 64
 
 _FILE_ID = probatio.All(cv.string, probatio.Strip, probatio.Length(min=1))
-_VERSION = probatio.All(cv.string, probatio.Strip, probatio.Length(min=1, max=VERSION_MAX_LENGTH))
+VERSION_VALIDATOR = probatio.All(
+    cv.string, probatio.Strip, probatio.Length(min=1, max=VERSION_MAX_LENGTH)
+)
 _HARDWARE = probatio.All(
     cv.ensure_list, [probatio.All(cv.string, probatio.Strip, probatio.In(HARDWARE_FAMILIES))]
 )
 # Empty clears the commit of a package (update_package) or lets version.py give it (register).
-_SW_COMMIT = probatio.All(cv.string, probatio.Strip, probatio.Length(max=SW_COMMIT_MAX_LENGTH))
+SW_COMMIT_VALIDATOR = probatio.All(
+    cv.string, probatio.Strip, probatio.Length(max=SW_COMMIT_MAX_LENGTH)
+)
 
 REGISTER_PACKAGE_SCHEMA = probatio.Schema(
     {
         probatio.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
         probatio.Required(ATTR_FILE_ID): _FILE_ID,
         probatio.Optional(ATTR_FILE_TYPE, default=".tar"): probatio.All(cv.string, probatio.Strip),
-        probatio.Required(ATTR_VERSION): _VERSION,
+        probatio.Required(ATTR_VERSION): VERSION_VALIDATOR,
         probatio.Optional(ATTR_RELEASE_NOTES): cv.string,
         probatio.Optional(ATTR_HARDWARE, default=list): _HARDWARE,
-        probatio.Optional(ATTR_SW_COMMIT): _SW_COMMIT,
+        probatio.Optional(ATTR_SW_COMMIT): SW_COMMIT_VALIDATOR,
     }
 )
 UPDATE_PACKAGE_SCHEMA = probatio.Schema(
     {
         probatio.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
         probatio.Required(ATTR_FILE_ID): _FILE_ID,
-        probatio.Optional(ATTR_VERSION): _VERSION,
+        probatio.Optional(ATTR_VERSION): VERSION_VALIDATOR,
         probatio.Optional(ATTR_RELEASE_NOTES): cv.string,
         probatio.Optional(ATTR_HARDWARE): _HARDWARE,
-        probatio.Optional(ATTR_SW_COMMIT): _SW_COMMIT,
+        probatio.Optional(ATTR_SW_COMMIT): SW_COMMIT_VALIDATOR,
         # 1 = the oldest package; a number past the end makes it the newest.
         probatio.Optional(ATTR_POSITION): probatio.All(probatio.Coerce(int), probatio.Range(min=1)),
     }
