@@ -52,7 +52,7 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> No
     raise RuntimeError(f"{what} did not listen on port {port}")
 
 
-def _stop(process: subprocess.Popen[Any]) -> None:
+def stop_process(process: subprocess.Popen[Any]) -> None:
     if process.poll() is None:
         process.terminate()
         try:
@@ -77,7 +77,7 @@ def mosquitto(tmp_path: Path, socket_enabled: None) -> Generator[int]:
         _wait_for_port(port, process, "mosquitto")
         yield port
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 @dataclass
@@ -117,7 +117,7 @@ def start_simulator(*arguments: str) -> Simulator:
                 return Simulator(process, json.loads(line.removeprefix("READY ")))
             if not line and process.poll() is not None:
                 break
-    _stop(process)
+    stop_process(process)
     raise RuntimeError(f"the simulator did not become ready: {arguments}")
 
 
@@ -145,7 +145,7 @@ def simulators(hass: HomeAssistant) -> Generator[StartSimulator]:
 
     yield _start
     for simulator in started:
-        _stop(simulator.process)
+        stop_process(simulator.process)
 
 
 async def wait_for(condition: Callable[[], bool], within: float, what: str) -> None:

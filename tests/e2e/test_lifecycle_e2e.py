@@ -34,6 +34,7 @@ from .conftest import (
     Simulator,
     StartSimulator,
     retained_on,
+    stop_process,
     wait_for,
     wait_for_our_subscriptions,
 )
@@ -601,3 +602,57 @@ async def test_package_refused_by_the_format_check(
     assert catalogue.packages == before
     assert catalogue.by_file_id("0badf00d") is None
     assert console.devices  # the console was up: the refusal is the check, not a download error
+
+
+async def test_applied_while_home_assistant_was_down(
+    hass: HomeAssistant,
+    mosquitto: int,
+    packages_dir: Path,
+    simulators: StartSimulator,
+    setup_through_config_flow: SetupIntegration,
+) -> None:
+    """The reports are lost while HA is down; the request's absence and a later /stat settle it."""
+    console, entry, device_id, entity_id = await _setup(
+        hass, packages_dir, simulators, setup_through_config_flow
+    )
+    await _register(hass, entry, FILE_ID, "1.1.0", sw_commit=NEW_COMMIT)
+    await _install(hass, entity_id)
+    await wait_for(
+        lambda: (job := _job(entry, device_id)) is not None and job.on_broker,
+        10,
+        "the broker to echo the request",
+    )
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
+
+    # The device applies, reports to nobody, clears the request and reboots while HA is down.
+    state_dir = packages_dir.parent / "device-state"
+    state_file = state_dir / f"{device_id}.json"
+    devices = await _start_devices(simulators, mosquitto, console, "--state-dir", str(state_dir))
+    await wait_for(
+        lambda: state_file.exists() and NEW_COMMIT in state_file.read_text(),
+        15,
+        "the device to apply the package",
+    )
+    await hass.async_add_executor_job(stop_process, devices.process)
+    assert await retained_on(hass, _ota_topic(console, device_id)) == []
+
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    await wait_for_our_subscriptions(hass, console)
+    events = async_capture_events(hass, EVENT_OTA_STATUS)
+    # No request is replayed: the job waits for the device's next /stat to tell what happened.
+    await wait_for(
+        lambda: (job := _job(entry, device_id)) is not None and job.request_gone,
+        10,
+        "the tracker to notice the request is gone",
+    )
+    assert _job_state(entry, device_id) is JobState.QUEUED
+
+    # The next power-on sends /stat with the package's commit.
+    await _start_devices(simulators, mosquitto, console, "--state-dir", str(state_dir))
+    await wait_for(
+        lambda: _job_state(entry, device_id) is JobState.VERIFIED, 15, "the power-on /stat"
+    )
+    assert _states(events) == ["verified"]
+    assert hass.states.get(entity_id).attributes["installed_version"] == "1.1.0"
