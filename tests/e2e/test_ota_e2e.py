@@ -106,7 +106,9 @@ async def test_package_the_firmware_cannot_apply(
     setup_through_config_flow: SetupIntegration,
 ) -> None:
     """A real gzip package fails on the device: event, notification, request cleared."""
-    write_package(packages_dir, "0badf00d", "gzip")
+    # register_package refuses a real gzip, so a valid package is registered under the id and the
+    # console's file is swapped for a real gzip afterwards (a re-upload in the console).
+    write_package(packages_dir, "0badf00d", "microfreezer")
     console = await simulators("console", "--devices", "1", "--packages", str(packages_dir))
     await setup_through_config_flow(console)
     device = console.devices[0]
@@ -118,6 +120,7 @@ async def test_package_the_firmware_cannot_apply(
         {"file_id": "0badf00d", "file_type": ".tar.gz", "version": "2.0.0-broken"},
         blocking=True,
     )
+    write_package(packages_dir, "0badf00d", "gzip")
     await hass.services.async_call("update", "install", {"entity_id": entity_id}, blocking=True)
     await simulators(
         "devices",
