@@ -34,6 +34,7 @@ ATTR_REASON: Final = "reason"
 ATTR_INSIGHIO_DEVICE_ID: Final = "insighio_device_id"
 
 SERVICE_REGISTER_PACKAGE: Final = "register_package"
+SERVICE_CANCEL: Final = "cancel"
 
 MANUFACTURER: Final = "insigh.io"
 

@@ -10,7 +10,12 @@ from typing import Any, Final
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
-from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import (
+    config_validation as cv,
+    device_registry as dr,
+    entity_registry as er,
+)
+from homeassistant.helpers.target import TargetSelection, async_extract_referenced_entity_ids
 import probatio
 
 from .catalogue import (
@@ -33,6 +38,7 @@ from .const import (
     ATTR_RELEASE_NOTES,
     ATTR_VERSION,
     DOMAIN,
+    SERVICE_CANCEL,
     SERVICE_REGISTER_PACKAGE,
 )
 from .coordinator import InsighioOtaConfigEntry, InsighioOtaRuntimeData
@@ -270,6 +276,50 @@ async def _async_list_packages_action(call: ServiceCall) -> ServiceResponse:
     return {ATTR_PACKAGES: [package_data(catalogue, p) for p in catalogue.packages]}
 
 
+def _targeted_devices(call: ServiceCall) -> list[tuple[InsighioOtaConfigEntry, str]]:
+    """Return the loaded entry and console device id of every device an action targets.
+
+    The target may name devices, areas, labels or any of our entities; each resolves to the HA
+    device it belongs to, whose identifier is the console's device id.
+    """
+    hass = call.hass
+    selected = async_extract_referenced_entity_ids(hass, TargetSelection(call.data))
+    entity_registry = er.async_get(hass)
+    device_registry = dr.async_get(hass)
+    device_ids = set(selected.referenced_devices)
+    for entity_id in selected.referenced | selected.indirectly_referenced:
+        entity = entity_registry.async_get(entity_id)
+        if entity is not None and entity.platform == DOMAIN and entity.device_id is not None:
+            device_ids.add(entity.device_id)
+    loaded = {entry.entry_id: entry for entry in hass.config_entries.async_loaded_entries(DOMAIN)}
+    targets: list[tuple[InsighioOtaConfigEntry, str]] = []
+    for device_id in sorted(device_ids):
+        device = device_registry.async_get(device_id)
+        if device is None:
+            continue
+        entries = [loaded[entry_id] for entry_id in device.config_entries if entry_id in loaded]
+        targets.extend(
+            (entry, identifier)
+            for domain, identifier in device.identifiers
+            if domain == DOMAIN
+            for entry in entries
+        )
+    return targets
+
+
+async def _async_cancel_action(call: ServiceCall) -> None:
+    """Take back the waiting OTA requests of the targeted devices."""
+    open_jobs = [
+        (entry, device_id)
+        for entry, device_id in _targeted_devices(call)
+        if entry.runtime_data.tracker.in_progress(device_id)
+    ]
+    if not open_jobs:
+        raise ServiceValidationError(translation_domain=DOMAIN, translation_key="nothing_to_cancel")
+    for entry, device_id in open_jobs:
+        await entry.runtime_data.tracker.async_cancel(device_id)
+
+
 def async_setup_services(hass: HomeAssistant) -> None:
     """Register the integration's actions (once, for all config entries)."""
     hass.services.async_register(
@@ -291,6 +341,12 @@ def async_setup_services(hass: HomeAssistant) -> None:
         SERVICE_REMOVE_PACKAGE,
         _async_remove_package_action,
         schema=REMOVE_PACKAGE_SCHEMA,
+    )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_CANCEL,
+        _async_cancel_action,
+        schema=cv.make_entity_service_schema({}),
     )
     hass.services.async_register(
         DOMAIN,
