@@ -42,6 +42,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: InsighioOtaConfigEntry) 
         lambda: coordinator.data,
         # Read at every use, so a change in the options applies without a reload.
         lambda: TrackerSettings.from_options(entry.options),
+        lambda commit: package.version if (package := catalogue.by_sw_commit(commit)) else None,
     )
     await tracker.async_load()
     entry.runtime_data = InsighioOtaRuntimeData(client, coordinator, catalogue, tracker)

@@ -28,7 +28,7 @@ from homeassistant.helpers.event import async_call_later, async_track_point_in_u
 from homeassistant.helpers.storage import Store
 from homeassistant.util import dt as dt_util
 
-from .catalogue import Package
+from .catalogue import Package, same_commit
 from .console import ConsoleDevice
 from .const import (
     ATTR_FILE_ID,
@@ -171,8 +171,9 @@ class OtaJob:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OtaJob:
-        """Rebuild a stored job."""
-        return cls(**{**data, "state": JobState(data["state"])})
+        """Rebuild a stored job; one stored by the first release lacks id, type and size."""
+        first_release = {"job_id": uuid.uuid4().hex[:12], "file_type": ".tar", "size": 0}
+        return cls(**{**first_release, **data, "state": JobState(data["state"])})
 
 
 @dataclass(slots=True)
@@ -235,12 +236,14 @@ class OtaTracker:
         entry_id: str,
         devices: Callable[[], Mapping[str, ConsoleDevice]],
         settings: Callable[[], TrackerSettings] = TrackerSettings,
+        label_for_commit: Callable[[str], str | None] = lambda _commit: None,
     ) -> None:
         """Prepare the tracker; call `async_load`, then `async_subscribe`."""
         self._hass = hass
         self._entry_id = entry_id
         self._devices = devices
         self._settings = settings
+        self._label_for_commit = label_for_commit
         self._store: Store[dict[str, Any]] = Store(
             hass, STORAGE_VERSION, f"{DOMAIN}.{entry_id}.jobs"
         )
@@ -380,7 +383,10 @@ class OtaTracker:
         if facts.installed_version is not None:
             return facts.installed_version
         stat = self.stat(device_id)
-        return stat.software_version if stat else None
+        if stat is None or stat.sw_commit is None:
+            return None
+        # A package that names the commit gives it a readable label.
+        return self._label_for_commit(stat.sw_commit) or stat.software_version
 
     def stat(self, device_id: str) -> DeviceStat | None:
         """Return the last /stat of the device."""
@@ -620,8 +626,11 @@ class OtaTracker:
         """Move an open job forward on a message for its file id."""
         if report.is_request:
             job.on_broker = True
-            job.request_gone = False
             self._awaiting_replay.discard(job.device_id)
+            if job.request_gone:
+                # The request is back on the broker: the device can still pick it up.
+                job.request_gone = False
+                await self._async_changed(job, fire_event=False)
             return
         if job.state is not JobState.QUEUED:
             return  # A repeated report after the job moved on changes nothing.
@@ -708,7 +717,11 @@ class OtaTracker:
         self._cancel_deadline(job.device_id)
         job.awaiting_stat = False
         job.deadline = None
-        if job.sw_commit is not None and stat.sw_commit != job.sw_commit:
+        if (
+            job.sw_commit is not None
+            and stat.sw_commit is not None
+            and not same_commit(stat.sw_commit, job.sw_commit)
+        ):
             # Applied, but the device runs other software than the package names.
             _move(
                 job,
@@ -723,7 +736,11 @@ class OtaTracker:
         self, job: OtaJob, stat: DeviceStat, facts: DeviceFacts
     ) -> None:
         """Decide a job whose request vanished unseen: /stat shows the package, or nothing."""
-        if job.sw_commit is not None and stat.sw_commit == job.sw_commit:
+        if (
+            job.sw_commit is not None
+            and stat.sw_commit is not None
+            and same_commit(stat.sw_commit, job.sw_commit)
+        ):
             facts.installed_version = job.version
             facts.confirmed_software = stat.software_version
             self._cancel_deadline(job.device_id)
@@ -784,7 +801,10 @@ class OtaTracker:
         """Give up on a waiting job at its deadline."""
         self._cancel_deadline(job.device_id)
         if job.deadline is None:
-            return
+            # Only a waiting job stored by the first release has none: give it one, so that it
+            # cannot show progress forever.
+            wait = UNKNOWN_CADENCE_TIMEOUT if job.state is JobState.QUEUED else VERIFY_WINDOW
+            job.deadline = (dt_util.utcnow() + wait).isoformat()
         deadline = datetime.fromisoformat(job.deadline)
 
         @callback
