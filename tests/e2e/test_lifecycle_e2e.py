@@ -85,6 +85,15 @@ def _job_state(entry: MockConfigEntry, device_id: str) -> JobState | None:
     return job.state if job is not None else None
 
 
+def _shown(hass: HomeAssistant, entity_id: str, state: JobState) -> bool:
+    """Return True once the entity shows the job in `state`: the tracker is done with it.
+
+    The tracker's job moves first, then the request is cleared, then the event fires and the
+    entities are written; waiting on the entity waits for all of it.
+    """
+    return hass.states.get(entity_id).attributes.get("ota_state") == state.value
+
+
 def _states(events: list[Any]) -> list[str]:
     return [event.data["state"] for event in events]
 
@@ -191,7 +200,7 @@ async def test_success_verified_by_stat(
     await _install(hass, entity_id)
     assert hass.states.get(entity_id).attributes["in_progress"] is True
     await wait_for(
-        lambda: _job_state(entry, device_id) is JobState.VERIFIED,
+        lambda: _shown(hass, entity_id, JobState.VERIFIED),
         20,
         "the device to apply the package and its /stat to verify it",
     )
@@ -232,9 +241,7 @@ async def test_not_enough_space(
     await _install(hass, entity_id)
     await _start_devices(simulators, mosquitto, console, "--free-flash", str(package.size // 2))
 
-    await wait_for(
-        lambda: _job_state(entry, device_id) is JobState.FAILED, 15, "the failure report"
-    )
+    await wait_for(lambda: _shown(hass, entity_id, JobState.FAILED), 15, "the failure report")
     # The firmware follows "not enough space" with "can not download" in the same wake, and
     # retries at every wake until the request is cleared: give it wakes to do so.
     tracker = entry.runtime_data.tracker
@@ -277,7 +284,7 @@ async def test_can_not_download_until_the_retry_cap(
     assert _job_state(entry, device_id) is JobState.QUEUED
     assert hass.states.get(entity_id).attributes["in_progress"] is True
     await wait_for(
-        lambda: _job_state(entry, device_id) is JobState.FAILED, 15, "the second failed download"
+        lambda: _shown(hass, entity_id, JobState.FAILED), 15, "the second failed download"
     )
     job = _job(entry, device_id)
     assert job is not None
@@ -308,9 +315,7 @@ async def test_can_not_apply(
     await _install(hass, entity_id)
     await _start_devices(simulators, mosquitto, console)
 
-    await wait_for(
-        lambda: _job_state(entry, device_id) is JobState.FAILED, 15, "the failure report"
-    )
+    await wait_for(lambda: _shown(hass, entity_id, JobState.FAILED), 15, "the failure report")
     job = _job(entry, device_id)
     assert job is not None
     assert job.reason == "can not apply"
@@ -345,9 +350,7 @@ async def test_device_that_never_wakes_times_out(
 
     async_fire_time_changed(hass, dt_util.utcnow() + timedelta(hours=25))
     await hass.async_block_till_done()
-    await wait_for(
-        lambda: _job_state(entry, device_id) is JobState.TIMED_OUT, 10, "the queued timeout"
-    )
+    await wait_for(lambda: _shown(hass, entity_id, JobState.TIMED_OUT), 10, "the queued timeout")
     assert _states(events) == ["queued", "timed_out"]
     assert hass.states.get(entity_id).attributes["in_progress"] is False
     assert await retained_on(hass, topic) == []
@@ -430,7 +433,7 @@ async def test_restart_while_queued(
 
     await _start_devices(simulators, mosquitto, console)
     await wait_for(
-        lambda: _job_state(entry, device_id) is JobState.VERIFIED,
+        lambda: _shown(hass, entity_id, JobState.VERIFIED),
         20,
         "the device to apply the package and its /stat to verify it",
     )
@@ -455,9 +458,7 @@ async def test_restart_while_applied(
     await _install(hass, entity_id)
     # A slow reboot leaves room for the restart between the applied report and the /stat.
     await _start_devices(simulators, mosquitto, console, "--reboot-delay", "6")
-    await wait_for(
-        lambda: _job_state(entry, device_id) is JobState.APPLIED, 15, "the applied report"
-    )
+    await wait_for(lambda: _shown(hass, entity_id, JobState.APPLIED), 15, "the applied report")
 
     await _restart_entry(hass, entry, console)
     job = _job(entry, device_id)
@@ -467,9 +468,7 @@ async def test_restart_while_applied(
     assert hass.states.get(entity_id).attributes["in_progress"] is True
     events = async_capture_events(hass, EVENT_OTA_STATUS)
 
-    await wait_for(
-        lambda: _job_state(entry, device_id) is JobState.VERIFIED, 15, "the reboot's /stat"
-    )
+    await wait_for(lambda: _shown(hass, entity_id, JobState.VERIFIED), 15, "the reboot's /stat")
     assert _states(events) == ["verified"]
     assert entry.runtime_data.tracker.stat(device_id).sw_commit == NEW_COMMIT
     state = hass.states.get(entity_id)
@@ -522,7 +521,7 @@ async def test_duplicate_reports(
     # The same final failure twice: one failed event, and the job keeps its first answer.
     for _ in range(2):
         await _publish_report(hass, topic, 2, FILE_ID, "can not apply")
-    await wait_for(lambda: _job_state(entry, device_id) is JobState.FAILED, 10, "the failure")
+    await wait_for(lambda: _shown(hass, entity_id, JobState.FAILED), 10, "the failure")
     # The check of the retained request takes long enough for the second report to come back.
     assert await retained_on(hass, topic) == []
     assert _states(events) == ["failed"]
@@ -565,7 +564,7 @@ async def test_foreign_file_id(
 
     await _start_devices(simulators, mosquitto, console)
     await wait_for(
-        lambda: _job_state(entry, device_id) is JobState.VERIFIED,
+        lambda: _shown(hass, entity_id, JobState.VERIFIED),
         20,
         "the device to apply the right package",
     )
@@ -651,8 +650,6 @@ async def test_applied_while_home_assistant_was_down(
 
     # The next power-on sends /stat with the package's commit.
     await _start_devices(simulators, mosquitto, console, "--state-dir", str(state_dir))
-    await wait_for(
-        lambda: _job_state(entry, device_id) is JobState.VERIFIED, 15, "the power-on /stat"
-    )
+    await wait_for(lambda: _shown(hass, entity_id, JobState.VERIFIED), 15, "the power-on /stat")
     assert _states(events) == ["verified"]
     assert hass.states.get(entity_id).attributes["installed_version"] == "1.1.0"
