@@ -380,11 +380,7 @@ async def test_cancel_while_queued(
         "the broker to echo the request",
     )
 
-    if hass.services.has_service(DOMAIN, "cancel"):
-        await hass.services.async_call(DOMAIN, "cancel", {"entity_id": entity_id}, blocking=True)
-    else:
-        # Until the `insighio_ota.cancel` action is registered: the call it makes.
-        await entry.runtime_data.tracker.async_cancel(device_id)
+    await hass.services.async_call(DOMAIN, "cancel", {"entity_id": entity_id}, blocking=True)
     assert _job_state(entry, device_id) is JobState.CANCELLED
     assert hass.states.get(entity_id).attributes["in_progress"] is False
     assert await retained_on(hass, topic) == []
