@@ -4,7 +4,7 @@ from typing import Any
 
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
-from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import device_registry as dr, entity_registry as er
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
@@ -71,4 +71,29 @@ async def test_cancel_with_nothing_waiting(
     """A cancel that finds no waiting update says so instead of pretending."""
     with pytest.raises(ServiceValidationError) as exc_info:
         await hass.services.async_call(DOMAIN, "cancel", {"entity_id": SENSOR_2}, blocking=True)
+    assert exc_info.value.translation_key == "nothing_to_cancel"
+
+
+async def test_cancel_ignores_devices_it_does_not_know(
+    hass: HomeAssistant,
+    setup_integration: MockConfigEntry,
+    device_registry: dr.DeviceRegistry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    """A removed device, another integration's device or entity is not ours to cancel."""
+    other = MockConfigEntry(domain="other")
+    other.add_to_hass(hass)
+    foreign = device_registry.async_get_or_create(
+        config_entry_id=other.entry_id, identifiers={("other", "x")}
+    )
+    foreign_entity = entity_registry.async_get_or_create(
+        "sensor", "other", "u1", device_id=foreign.id
+    )
+    with pytest.raises(ServiceValidationError) as exc_info:
+        await hass.services.async_call(
+            DOMAIN,
+            "cancel",
+            {"device_id": ["no-such-device"], "entity_id": foreign_entity.entity_id},
+            blocking=True,
+        )
     assert exc_info.value.translation_key == "nothing_to_cancel"

@@ -287,58 +287,36 @@ class OtaTracker:
         """
         first = not self._subscriptions
         for channel in control_channels:
-            if (key := f"control/{channel}") in self._subscriptions or not self._valid_channel(
-                channel
-            ):
+            key = f"control/{channel}"
+            if key in self._subscriptions:
+                continue
+            try:
+                ota = control_subscription(channel, ControlKind.OTA)
+                stat = control_subscription(channel, ControlKind.STAT)
+            except ProtocolError as err:
+                self._log_once("bad_channel", key, "Not following a console channel: %s", err)
                 continue
             self._subscriptions[key] = [
-                await mqtt.async_subscribe(
-                    self._hass,
-                    control_subscription(channel, ControlKind.OTA),
-                    self._async_on_ota_message,
-                    qos=1,
-                ),
-                await mqtt.async_subscribe(
-                    self._hass,
-                    control_subscription(channel, ControlKind.STAT),
-                    self._async_on_stat_message,
-                    qos=1,
-                ),
+                await mqtt.async_subscribe(self._hass, ota, self._async_on_ota_message, qos=1),
+                await mqtt.async_subscribe(self._hass, stat, self._async_on_stat_message, qos=1),
+                mqtt.async_on_subscribe_done(self._hass, ota, 1, self._schedule_replay_check),
             ]
-            self._subscriptions[key].append(
-                mqtt.async_on_subscribe_done(
-                    self._hass,
-                    control_subscription(channel, ControlKind.OTA),
-                    1,
-                    self._schedule_replay_check,
-                )
-            )
         for channel in data_channels:
-            if (key := f"data/{channel}") in self._subscriptions or not self._valid_channel(
-                channel
-            ):
+            key = f"data/{channel}"
+            if key in self._subscriptions:
+                continue
+            try:
+                telemetry = telemetry_subscription(channel)
+            except ProtocolError as err:
+                self._log_once("bad_channel", key, "Not following a console channel: %s", err)
                 continue
             self._subscriptions[key] = [
-                await mqtt.async_subscribe(
-                    self._hass,
-                    telemetry_subscription(channel),
-                    self._on_telemetry,
-                    qos=0,
-                )
+                await mqtt.async_subscribe(self._hass, telemetry, self._on_telemetry, qos=0)
             ]
         if first:
             for job in list(self._jobs.values()):
                 if job.is_open:
                     self._schedule_deadline(job)
-
-    def _valid_channel(self, channel: str) -> bool:
-        """Return False (and say so once) for a channel id no MQTT subscription can name."""
-        try:
-            telemetry_subscription(channel)
-        except ProtocolError as err:
-            self._log_once("bad_channel", channel, "Not following a console channel: %s", err)
-            return False
-        return True
 
     async def async_unload(self) -> None:
         """Stop listening, cancel timers and write what is not saved yet."""
