@@ -2092,3 +2092,25 @@ async def test_first_release_applied_job_gets_deadline(
     assert attrs["ota_unverified"] is True
     await fire(hass, stat_topic(), stat_payload(PACKAGE_COMMIT))
     assert attributes(hass)["ota_state"] == "verified"
+
+
+async def test_request_gone_and_no_stat_until_the_deadline_is_unknown(
+    hass: HomeAssistant,
+    setup_integration: MockConfigEntry,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A vanished request and no /stat before the deadline: unknown, not a device that slept."""
+    await fire(hass, stat_topic(), stat_payload(BOOT_COMMIT))
+    await register(hass)
+    await request_with_commit(hass, setup_integration, PACKAGE_COMMIT)
+    await restart(hass, setup_integration)
+    await subscribed(hass)
+    await tick(hass, freezer, REPLAY_GRACE + timedelta(seconds=1))
+    assert attributes(hass)["ota_request_gone"] is True
+
+    await tick(hass, freezer, UNKNOWN_CADENCE_TIMEOUT)
+
+    attrs = attributes(hass)
+    assert attrs["ota_state"] == "unknown"
+    assert "no /stat arrived in time" in attrs["ota_reason"]
+    assert attrs["in_progress"] is False

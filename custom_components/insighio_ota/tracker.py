@@ -795,7 +795,15 @@ class OtaTracker:
         )
 
     async def _async_deadline_reached(self, job: OtaJob) -> None:
-        if job.state is JobState.QUEUED:
+        if job.state is JobState.QUEUED and job.request_gone:
+            # The request left the broker unseen and no /stat has told what became of it.
+            await self._async_end(
+                job,
+                JobState.UNKNOWN,
+                "the request vanished while Home Assistant was not listening, and no /stat "
+                "arrived in time to tell whether the device applied it",
+            )
+        elif job.state is JobState.QUEUED:
             await self._async_end(job, JobState.TIMED_OUT, "the device did not report in time")
         elif job.state is JobState.APPLIED and job.awaiting_stat:
             # Applied for sure, but no /stat confirmed it: stop showing progress.
