@@ -1,7 +1,12 @@
 """The base of every entity of a console device."""
 
+from collections.abc import Callable
+
+from homeassistant.core import callback
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
+from homeassistant.helpers.entity import Entity
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
 from .const import DOMAIN, MANUFACTURER
@@ -46,3 +51,23 @@ class InsighioOtaEntity(CoordinatorEntity[InsighioOtaCoordinator]):
                 self.async_write_ha_state,
             )
         )
+
+
+@callback
+def async_add_entities_per_device(
+    entry: InsighioOtaConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+    entity_for: Callable[[InsighioOtaConfigEntry, str], Entity],
+) -> None:
+    """Add an entity for each listed device now, and for every device the console lists later."""
+    coordinator = entry.runtime_data.coordinator
+    known: set[str] = set()
+
+    @callback
+    def _add_new_devices() -> None:
+        new = coordinator.data.keys() - known
+        known.update(new)
+        async_add_entities(entity_for(entry, device_id) for device_id in sorted(new))
+
+    _add_new_devices()
+    entry.async_on_unload(coordinator.async_add_listener(_add_new_devices))

@@ -16,7 +16,7 @@ from .const import (
     EVENT_OTA_STATUS,
 )
 from .coordinator import InsighioOtaConfigEntry
-from .entity import InsighioOtaEntity
+from .entity import InsighioOtaEntity, async_add_entities_per_device
 from .tracker import JobState
 
 # The entity only relays the tracker's events; nothing to throttle.
@@ -32,17 +32,7 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add a result event for each device, and for every device the console lists later."""
-    coordinator = entry.runtime_data.coordinator
-    known: set[str] = set()
-
-    @callback
-    def _add_new_devices() -> None:
-        new = coordinator.data.keys() - known
-        known.update(new)
-        async_add_entities(InsighioOtaResultEvent(entry, device_id) for device_id in sorted(new))
-
-    _add_new_devices()
-    entry.async_on_unload(coordinator.async_add_listener(_add_new_devices))
+    async_add_entities_per_device(entry, async_add_entities, InsighioOtaResultEvent)
 
 
 class InsighioOtaResultEvent(InsighioOtaEntity, EventEntity):

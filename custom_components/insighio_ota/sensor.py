@@ -3,11 +3,11 @@
 from typing import Any, Final
 
 from homeassistant.components.sensor import SensorDeviceClass, SensorEntity
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import InsighioOtaConfigEntry
-from .entity import InsighioOtaEntity
+from .entity import InsighioOtaEntity, async_add_entities_per_device
 from .tracker import JobState
 
 # The entity only reads the tracker's memory; nothing to throttle.
@@ -38,17 +38,7 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add a status sensor for each device, and for every device the console lists later."""
-    coordinator = entry.runtime_data.coordinator
-    known: set[str] = set()
-
-    @callback
-    def _add_new_devices() -> None:
-        new = coordinator.data.keys() - known
-        known.update(new)
-        async_add_entities(InsighioOtaStatusSensor(entry, device_id) for device_id in sorted(new))
-
-    _add_new_devices()
-    entry.async_on_unload(coordinator.async_add_listener(_add_new_devices))
+    async_add_entities_per_device(entry, async_add_entities, InsighioOtaStatusSensor)
 
 
 class InsighioOtaStatusSensor(InsighioOtaEntity, SensorEntity):

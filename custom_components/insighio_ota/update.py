@@ -7,14 +7,14 @@ from homeassistant.components.update import (
     UpdateEntity,
     UpdateEntityFeature,
 )
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .catalogue import Package
 from .const import DOMAIN
 from .coordinator import InsighioOtaConfigEntry
-from .entity import InsighioOtaEntity
+from .entity import InsighioOtaEntity, async_add_entities_per_device
 
 # Installs are serialised by the tracker per device; requests to different devices are
 # independent MQTT publishes, so HA need not limit them.
@@ -27,17 +27,7 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add an update entity for each device, and for every device the console lists later."""
-    coordinator = entry.runtime_data.coordinator
-    known: set[str] = set()
-
-    @callback
-    def _add_new_devices() -> None:
-        new = coordinator.data.keys() - known
-        known.update(new)
-        async_add_entities(InsighioOtaUpdate(entry, device_id) for device_id in sorted(new))
-
-    _add_new_devices()
-    entry.async_on_unload(coordinator.async_add_listener(_add_new_devices))
+    async_add_entities_per_device(entry, async_add_entities, InsighioOtaUpdate)
 
 
 class InsighioOtaUpdate(InsighioOtaEntity, UpdateEntity):
