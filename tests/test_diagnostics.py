@@ -47,3 +47,4 @@ async def test_diagnostics_redact_secrets(
     assert device["job"]["state"] == "queued"
     assert device["job"]["file_id"] == PACKAGE_ID
     assert diagnostics["packages"][0]["version"] == "1.1.0"
+    assert [job["state"] for job in device["history"]] == ["queued"]

@@ -36,7 +36,13 @@ async def async_get_config_entry_diagnostics(
             "control_channel": device.control_channel,
             "installed_version": tracker.installed_version(device_id),
             "stat": asdict(stat) if (stat := tracker.stat(device_id)) else None,
-            "job": asdict(job) if (job := tracker.job(device_id)) else None,
+            "job": job.as_dict() if (job := tracker.job(device_id)) else None,
+            "history": tracker.history(device_id),
+            "wake_interval_s": (
+                interval.total_seconds()
+                if (facts := tracker.facts(device_id)) and (interval := facts.wake_interval)
+                else None
+            ),
         }
         for device_id, device in runtime.coordinator.data.items()
     }
@@ -44,7 +50,8 @@ async def async_get_config_entry_diagnostics(
         {
             "entry": {"data": dict(entry.data), "title": "**REDACTED**"},
             "devices": devices,
-            "packages": [asdict(package) for package in runtime.catalogue.packages],
+            "packages": [package.as_dict() for package in runtime.catalogue.packages],
+            "options": dict(entry.options),
         },
         TO_REDACT,
     )
