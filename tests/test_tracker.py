@@ -2114,3 +2114,20 @@ async def test_request_gone_and_no_stat_until_the_deadline_is_unknown(
     assert attrs["ota_state"] == "unknown"
     assert "no /stat arrived in time" in attrs["ota_reason"]
     assert attrs["in_progress"] is False
+
+
+async def test_job_listeners_follow_every_change(
+    hass: HomeAssistant, setup_integration: MockConfigEntry
+) -> None:
+    """Other parts (rollouts) see each change of a job, and can stop listening."""
+    seen: list[str] = []
+    tracker = setup_integration.runtime_data.tracker
+    stop = tracker.async_add_job_listener(lambda job: seen.append(job.state.value))
+    await fire(hass, stat_topic(), stat_payload(BOOT_COMMIT))
+    await register(hass)
+    await install(hass)
+    await fire(hass, ota_topic(), report(1))
+    stop()
+    await fire(hass, stat_topic(), stat_payload(PACKAGE_COMMIT))
+
+    assert seen == ["queued", "applied"]

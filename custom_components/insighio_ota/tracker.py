@@ -255,6 +255,7 @@ class OtaTracker:
         # Jobs loaded from storage whose retained request the broker has yet to replay.
         self._awaiting_replay: set[str] = set()
         self._log_once = _LogOnce()
+        self._job_listeners: list[Callable[[OtaJob], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -878,10 +879,18 @@ class OtaTracker:
         history = [old for old in facts.history if old["job_id"] != job.job_id]
         facts.history = [*history, entry][-JOB_HISTORY_LENGTH:]
 
+    @callback
+    def async_add_job_listener(self, listener: Callable[[OtaJob], None]) -> CALLBACK_TYPE:
+        """Call `listener` with a job after each of its changes; returns the function to stop."""
+        self._job_listeners.append(listener)
+        return lambda: self._job_listeners.remove(listener)
+
     async def _async_changed(self, job: OtaJob, *, fire_event: bool = True) -> None:
         """Persist a change, fire the status event and refresh the device's entities."""
         self._record_history(job)
         await self._async_save()
+        for listener in list(self._job_listeners):
+            listener(job)
         if fire_event:
             device = self._registry_device(job.device_id)
             self._hass.bus.async_fire(
