@@ -58,3 +58,8 @@ DEFAULT_SEEN_WITHIN_HOURS: Final = 72
 DEFAULT_MIN_BATTERY_MV: Final = 0
 # Jobs kept per device for diagnostics.
 JOB_HISTORY_LENGTH: Final = 20
+
+# Maintenance window (local time, "HH:MM"; both empty = none): OTA requests asked outside it are
+# held by HA and published when it opens.
+CONF_WINDOW_START: Final = "maintenance_start"
+CONF_WINDOW_END: Final = "maintenance_end"
