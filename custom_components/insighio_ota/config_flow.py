@@ -31,6 +31,7 @@ from homeassistant.helpers.selector import (
     TextSelector,
     TextSelectorConfig,
     TextSelectorType,
+    TimeSelector,
 )
 import probatio
 
@@ -58,6 +59,8 @@ from .const import (
     CONF_RETRY_CAP,
     CONF_SEEN_WITHIN_HOURS,
     CONF_TIMEOUT_WAKES,
+    CONF_WINDOW_END,
+    CONF_WINDOW_START,
     DEFAULT_MIN_BATTERY_MV,
     DEFAULT_NOTIFY_FAILURES,
     DEFAULT_RETRY_CAP,
@@ -206,6 +209,8 @@ _COUNTS: tuple[tuple[str, int, int, int], ...] = (
     (CONF_SEEN_WITHIN_HOURS, DEFAULT_SEEN_WITHIN_HOURS, 0, 720),
     (CONF_MIN_BATTERY_MV, DEFAULT_MIN_BATTERY_MV, 0, 5000),
 )
+# The maintenance window: both ends or neither.
+_WINDOW = (CONF_WINDOW_START, CONF_WINDOW_END)
 _HARDWARE_SELECTOR = SelectSelector(
     SelectSelectorConfig(
         options=list(HARDWARE_FAMILIES),
@@ -309,13 +314,19 @@ class InsighioOtaOptionsFlow(OptionsFlow):
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
         """Change notifications, the download retry cap, the timeout and the install guards."""
+        errors: dict[str, str] = {}
         if user_input is not None:
-            settings: dict[str, Any] = {
-                CONF_NOTIFY_FAILURES: bool(user_input[CONF_NOTIFY_FAILURES]),
-                **{key: int(user_input[key]) for key, *_ in _COUNTS},
-            }
-            return self.async_create_entry(data={**self.config_entry.options, **settings})
-        options = self.config_entry.options
+            window = {key: user_input.get(key) or None for key in _WINDOW}
+            if (window[CONF_WINDOW_START] is None) != (window[CONF_WINDOW_END] is None):
+                errors["base"] = "window_incomplete"
+            else:
+                settings: dict[str, Any] = {
+                    CONF_NOTIFY_FAILURES: bool(user_input[CONF_NOTIFY_FAILURES]),
+                    **{key: int(user_input[key]) for key, *_ in _COUNTS},
+                    **window,
+                }
+                return self.async_create_entry(data={**self.config_entry.options, **settings})
+        options = {**self.config_entry.options, **(user_input or {})}
         schema: dict[Any, Any] = {
             probatio.Required(
                 CONF_NOTIFY_FAILURES,
@@ -326,7 +337,13 @@ class InsighioOtaOptionsFlow(OptionsFlow):
             schema[probatio.Required(key, default=options.get(key, default))] = _count_selector(
                 minimum, maximum
             )
-        return self.async_show_form(step_id="settings", data_schema=probatio.Schema(schema))
+        for key in _WINDOW:
+            schema[probatio.Optional(key, description={"suggested_value": options.get(key)})] = (
+                TimeSelector()
+            )
+        return self.async_show_form(
+            step_id="settings", data_schema=probatio.Schema(schema), errors=errors
+        )
 
     async def async_step_add_package(
         self, user_input: dict[str, Any] | None = None

@@ -79,6 +79,7 @@ class InsighioOtaStatusSensor(InsighioOtaEntity, SensorEntity):
             "deadline": job.deadline,
             "unverified": job.unverified,
             "request_gone": job.request_gone,
+            "held_until": job.held_until,
             "requested_at": job.requested_at,
             "updated_at": job.updated_at,
             ATTR_HISTORY: [

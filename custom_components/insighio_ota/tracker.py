@@ -13,7 +13,7 @@ ever shown in progress forever, and every end clears the retained request.
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from enum import StrEnum
 import statistics
 from typing import Any
@@ -41,6 +41,8 @@ from .const import (
     CONF_RETRY_CAP,
     CONF_SEEN_WITHIN_HOURS,
     CONF_TIMEOUT_WAKES,
+    CONF_WINDOW_END,
+    CONF_WINDOW_START,
     DEFAULT_MIN_BATTERY_MV,
     DEFAULT_NOTIFY_FAILURES,
     DEFAULT_RETRY_CAP,
@@ -111,6 +113,8 @@ class TrackerSettings:
     timeout_wakes: int = DEFAULT_TIMEOUT_WAKES
     seen_within_hours: int = DEFAULT_SEEN_WITHIN_HOURS
     min_battery_mv: int = DEFAULT_MIN_BATTERY_MV
+    window_start: time | None = None
+    window_end: time | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> TrackerSettings:
@@ -121,7 +125,35 @@ class TrackerSettings:
             timeout_wakes=int(options.get(CONF_TIMEOUT_WAKES, DEFAULT_TIMEOUT_WAKES)),
             seen_within_hours=int(options.get(CONF_SEEN_WITHIN_HOURS, DEFAULT_SEEN_WITHIN_HOURS)),
             min_battery_mv=int(options.get(CONF_MIN_BATTERY_MV, DEFAULT_MIN_BATTERY_MV)),
+            window_start=_parse_time(options.get(CONF_WINDOW_START)),
+            window_end=_parse_time(options.get(CONF_WINDOW_END)),
         )
+
+    def held_until(self, now: datetime) -> datetime | None:
+        """Return when the maintenance window next opens, or None when `now` may publish.
+
+        The window is in local time; a start after its end spans midnight (22:00-04:00).
+        Without a window, or with start equal to end, every moment may publish.
+        """
+        start, end = self.window_start, self.window_end
+        if start is None or end is None or start == end:
+            return None
+        moment = now.time()
+        inside = start <= moment < end if start < end else (moment >= start or moment < end)
+        if inside:
+            return None
+        opening = now.replace(hour=start.hour, minute=start.minute, second=0, microsecond=0)
+        return opening if opening > now else opening + timedelta(days=1)
+
+
+def _parse_time(value: Any) -> time | None:
+    """Return a "HH:MM[:SS]" option as a time, None when unset or unreadable."""
+    if not value:
+        return None
+    try:
+        return time.fromisoformat(str(value))
+    except ValueError:
+        return None
 
 
 @dataclass(slots=True)
@@ -151,6 +183,8 @@ class OtaJob:
     request_gone: bool = False
     # True between the applied report and the /stat of the reboot (or the end of the window).
     awaiting_stat: bool = False
+    # Set while HA holds the request for the maintenance window: nothing is published yet.
+    held_until: str | None = None
     foreign_reports: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -276,7 +310,7 @@ class OtaTracker:
             except TypeError:
                 LOGGER.warning("Dropping unreadable stored facts of device %s", device_id)
         for job in self._jobs.values():
-            if job.state is JobState.QUEUED and not job.request_gone:
+            if job.state is JobState.QUEUED and not job.request_gone and job.held_until is None:
                 job.on_broker = False
                 self._awaiting_replay.add(job.device_id)
 
@@ -428,8 +462,10 @@ class OtaTracker:
                 translation_placeholders={"version": self._jobs[device_id].version},
             )
         self.check_guards(device_id, package)
-        request = OtaRequest(package.file_id, package.file_type, package.size)
+        OtaRequest(package.file_id, package.file_type, package.size)  # Checked before anything.
         now = dt_util.utcnow()
+        held_until = self._settings().held_until(dt_util.now())
+        start = dt_util.as_utc(held_until) if held_until else now
         job = OtaJob(
             job_id=uuid.uuid4().hex[:12],
             device_id=device_id,
@@ -442,25 +478,46 @@ class OtaTracker:
             state=JobState.QUEUED,
             requested_at=now.isoformat(),
             updated_at=now.isoformat(),
-            deadline=(now + self._queued_timeout(device_id)).isoformat(),
+            deadline=(start + self._queued_timeout(device_id)).isoformat(),
+            held_until=start.isoformat() if held_until else None,
         )
         # The job is open before the publish is awaited, so a second install at the same moment
         # is refused instead of publishing a second request.
         previous = self._jobs.get(device_id)
         self._jobs[device_id] = job
-        try:
-            await self._async_publish(
-                ota_topic(control_channel, device_id), request.to_payload(), raise_on_error=True
-            )
-        except HomeAssistantError:
-            if previous is None:
-                del self._jobs[device_id]
-            else:
-                self._jobs[device_id] = previous
-            raise
+        if held_until is None:
+            try:
+                await self._async_publish_request(job)
+            except HomeAssistantError:
+                if previous is None:
+                    del self._jobs[device_id]
+                else:
+                    self._jobs[device_id] = previous
+                raise
         self._awaiting_replay.discard(device_id)
         self._schedule_deadline(job)
         await self._async_changed(job)
+
+    async def _async_publish_request(self, job: OtaJob) -> None:
+        """Put the job's retained request on the broker for the device's next wake."""
+        request = OtaRequest(job.file_id, job.file_type, job.size)
+        await self._async_publish(
+            ota_topic(job.control_channel, job.device_id),
+            request.to_payload(),
+            raise_on_error=True,
+        )
+
+    async def _async_release(self, job: OtaJob) -> None:
+        """Publish a request held for the maintenance window, now that it is open."""
+        try:
+            await self._async_publish_request(job)
+        except HomeAssistantError as err:
+            await self._async_end(job, JobState.FAILED, f"could not publish the request: {err}")
+            return
+        job.held_until = None
+        job.deadline = (dt_util.utcnow() + self._queued_timeout(job.device_id)).isoformat()
+        self._schedule_deadline(job)
+        await self._async_changed(job, fire_event=False)
 
     async def async_cancel(self, device_id: str) -> None:
         """End the device's open job and take its request off the broker."""
@@ -777,14 +834,14 @@ class OtaTracker:
         await self._async_changed(job)
 
     def _schedule_deadline(self, job: OtaJob) -> None:
-        """Give up on a waiting job at its deadline."""
+        """Give up on a waiting job at its deadline; publish a held one when the window opens."""
         self._cancel_deadline(job.device_id)
         if job.deadline is None:
             # Only a waiting job stored by the first release has none: give it one, so that it
             # cannot show progress forever.
             wait = UNKNOWN_CADENCE_TIMEOUT if job.state is JobState.QUEUED else VERIFY_WINDOW
             job.deadline = (dt_util.utcnow() + wait).isoformat()
-        deadline = datetime.fromisoformat(job.deadline)
+        deadline = datetime.fromisoformat(job.held_until or job.deadline)
 
         @callback
         def _deadline_reached(_now: datetime) -> None:
@@ -796,6 +853,9 @@ class OtaTracker:
         )
 
     async def _async_deadline_reached(self, job: OtaJob) -> None:
+        if job.state is JobState.QUEUED and job.held_until is not None:
+            await self._async_release(job)
+            return
         if job.state is JobState.QUEUED and job.request_gone:
             # The request left the broker unseen and no /stat has told what became of it.
             await self._async_end(

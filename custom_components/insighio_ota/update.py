@@ -96,6 +96,7 @@ class InsighioOtaUpdate(InsighioOtaEntity, UpdateEntity):
             "ota_deadline": job.deadline,
             "ota_unverified": job.unverified,
             "ota_request_gone": job.request_gone,
+            "ota_held_until": job.held_until,
         }
 
     def version_is_newer(self, latest_version: str, installed_version: str) -> bool:
