@@ -21,7 +21,13 @@ import tempfile
 from typing import Any, cast, get_args
 
 from simulator.console import ConsoleServer, ConsoleState
-from simulator.device import DeviceFleet, DeviceSettings, load_version
+from simulator.device import (
+    FAILURE_MODES,
+    DeviceFleet,
+    DeviceSettings,
+    FailureMode,
+    load_version,
+)
 from simulator.identities import DEFAULT_SEED, device_identities, project_identity
 from simulator.packages import PackageFormat, write_demo_packages, write_package
 
@@ -68,6 +74,33 @@ def _add_devices(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="seconds between an applied OTA and the /stat of the reboot (1)",
     )
+    parser.add_argument(
+        "--failing-devices",
+        type=_non_negative,
+        default=0,
+        help="number of devices that fail every OTA, from --failing-from on (0)",
+    )
+    parser.add_argument(
+        "--failing-from",
+        type=_non_negative,
+        default=0,
+        help="index (0-based) of the first failing device (0)",
+    )
+    parser.add_argument(
+        "--failure",
+        choices=FAILURE_MODES,
+        default="apply",
+        help="how failing devices fail: apply (can not apply), download (can not download), "
+        "space (not enough space, also in /stat) (apply)",
+    )
+
+
+def _non_negative(value: str) -> int:
+    """Parse a count or an index: an integer >= 0."""
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {number}")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +184,9 @@ async def _run(args: argparse.Namespace) -> int:
                 cellular=args.cellular,
                 state_dir=args.state_dir,
                 reboot_delay=args.reboot_delay,
+                failing_devices=args.failing_devices,
+                failing_from=args.failing_from,
+                failure=cast("FailureMode", args.failure),
             )
             fleet = DeviceFleet(identities, project, settings)
             fleet.start()

@@ -20,7 +20,7 @@ import socket
 import tempfile
 import threading
 import time
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import quote, urlsplit
 
 import paho.mqtt.client as mqtt
@@ -34,7 +34,7 @@ from simulator.identities import (
     DeviceIdentity,
     ProjectIdentity,
 )
-from simulator.packages import PackageError, read_package
+from simulator.packages import PackageContents, PackageError, read_package
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -59,6 +59,15 @@ REASON_NO_SPACE = "not enough space"
 REASON_NO_DOWNLOAD = "can not download"
 REASON_NO_APPLY = "can not apply"
 
+# How the devices chosen to fail (`DeviceSettings.failing_devices`) fail every OTA:
+# `apply`: the package downloads but cannot be applied (reported and cleared at once);
+# `download`: every download fails (reported, never cleared: retried at every wake);
+# `space`: too little free flash, shown in /stat too (reported twice, never cleared).
+FailureMode = Literal["apply", "download", "space"]
+FAILURE_MODES: tuple[str, ...] = get_args(FailureMode)
+# The free flash of a device failing with `space`: smaller than any package.
+FAILING_FREE_FLASH = 256
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceSettings:
@@ -73,6 +82,14 @@ class DeviceSettings:
     cellular: bool = False
     state_dir: Path | None = None
     reboot_delay: float = 1.0
+    # Devices `failing_from` .. `failing_from + failing_devices - 1` (by index) fail every OTA.
+    failing_devices: int = 0
+    failing_from: int = 0
+    failure: FailureMode = "apply"
+
+    def fails(self, index: int) -> bool:
+        """Return True when the device with this index fails every OTA."""
+        return self.failing_from <= index < self.failing_from + self.failing_devices
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +192,10 @@ class SimulatedDevice:
         self.settings = settings
         self._stop = stop
         self.sw_branch, self.sw_commit = load_version(settings.state_dir, identity.id)
+        self.failure: FailureMode | None = (
+            settings.failure if settings.fails(identity.index) else None
+        )
+        self.free_flash = FAILING_FREE_FLASH if self.failure == "space" else settings.free_flash
         # The firmware sends /stat on every power-on boot; a failed first wake keeps it due.
         self._stat_due = True
         self._reset_cause = RESET_POWER_ON
@@ -324,7 +345,7 @@ class SimulatedDevice:
             {"v": minor, "n": "fw_v_minor"},
             {"v": patch, "n": "fw_v_patch"},
             {"vs": FW_COMMIT, "n": "fw_v_commit"},
-            {"v": self.settings.free_flash, "n": "free_flash"},
+            {"v": self.free_flash, "n": "free_flash"},
             {"v": FREE_DATA_FLASH, "n": "free_data_flash"},
             {"vs": self.identity.serial, "n": "serial"},
             # The platform string is inferred, not seen: it tells Wi-Fi and cellular boards apart.
@@ -410,7 +431,7 @@ class SimulatedDevice:
             request.file_type,
             request.size,
         )
-        if request.size > self.settings.free_flash:
+        if request.size > self.free_flash:
             # The firmware reports the space problem and then, falling through, a failed
             # download; it does not clear, so the request is retried at every wake.
             self._report(client, file_id, STATUS_FAILED, REASON_NO_SPACE)
@@ -434,7 +455,7 @@ class SimulatedDevice:
             self._report(client, file_id, STATUS_FAILED, REASON_NO_DOWNLOAD)
             return False
         try:
-            contents = read_package(data, request.file_type)
+            contents = self._read_package(data, request.file_type)
         except PackageError as err:
             _LOGGER.warning("%s: cannot apply %s: %s", self.identity.name, file_id, err)
             self._report(client, file_id, STATUS_FAILED, REASON_NO_APPLY)
@@ -465,11 +486,19 @@ class SimulatedDevice:
         self._clear(client)
         return True
 
+    def _read_package(self, data: bytes, file_type: str) -> PackageContents:
+        """Read a package as the firmware applies it; a device set to fail cannot apply any."""
+        if self.failure == "apply":
+            raise PackageError("this device is set to fail applying every package")
+        return read_package(data, file_type)
+
     def _download(self, file_id: str) -> bytes:
         """Fetch a package with an HTTP/1.0 GET over a raw socket, like the firmware.
 
         The URL holds the device key, so neither it nor the query appears in any log line.
         """
+        if self.failure == "download":
+            raise DownloadError("this device is set to fail every download")
         if not self.settings.console_url:
             raise DownloadError("no console URL configured")
         url = urlsplit(self.settings.console_url)

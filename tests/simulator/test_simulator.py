@@ -36,7 +36,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from simulator.device import parse_ota_request  # noqa: E402
-from simulator.identities import device_identity  # noqa: E402
+from simulator.identities import device_identity, project_identity  # noqa: E402
 from simulator.packages import (  # noqa: E402
     PACKAGE_EXTENSIONS,
     PackageError,
@@ -749,3 +749,119 @@ def test_reboot_delay_option() -> None:
     base = ["devices", "--mqtt-port", "1883"]
     assert build_parser().parse_args(base).reboot_delay == 1.0
     assert build_parser().parse_args([*base, "--reboot-delay", "6"]).reboot_delay == 6.0
+
+
+@pytest.mark.parametrize(
+    ("failure", "reports", "cleared", "free_flash"),
+    [
+        ("apply", [{"e": 2, "i": "4f1c2a9e", "m": "can not apply"}], True, 1_000_000),
+        ("download", [{"e": 2, "i": "4f1c2a9e", "m": "can not download"}], False, 1_000_000),
+        (
+            "space",
+            [
+                {"e": 2, "i": "4f1c2a9e", "m": "not enough space"},
+                {"e": 2, "i": "4f1c2a9e", "m": "can not download"},
+            ],
+            False,
+            256,
+        ),
+    ],
+)
+def test_failing_devices(
+    broker: int,
+    tmp_path: Path,
+    failure: str,
+    reports: list[dict[str, Any]],
+    *,
+    cleared: bool,
+    free_flash: int,
+) -> None:
+    """`--failing-devices 1 --failing-from 1`: device 1 fails every OTA as told, 0 applies."""
+    seed = f"failing-{failure}"
+    prefix = f"channels/{project_identity(seed).control_channel}/messages"
+    seen: dict[str, list[Any]] = {}
+    lock = threading.Lock()
+    subscribed = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+
+    def on_message(_c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        with lock:
+            seen.setdefault(message.topic, []).append(
+                _records(message.payload) if message.payload else None
+            )
+
+    def wait(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            with lock:
+                if condition():
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"condition not met; saw {seen!r}")
+
+    # Subscribed before the devices start: their power-on /stat is not retained.
+    client.on_message = on_message
+    client.on_subscribe = lambda *_args: subscribed.set()
+    client.connect("127.0.0.1", broker)
+    client.loop_start()
+    client.subscribe(f"{prefix}/#", 1)
+    assert subscribed.wait(TIMEOUT)
+    process, _ = _start_simulator(
+        [
+            "--mqtt-port",
+            str(broker),
+            "--devices",
+            "2",
+            "--seed",
+            seed,
+            "--failing-devices",
+            "1",
+            "--failing-from",
+            "1",
+            "--failure",
+            failure,
+            "--wake-period",
+            str(WAKE_PERIOD),
+            "--listen-window",
+            str(LISTEN_WINDOW),
+            "--packages",
+            str(tmp_path / "packages"),
+            "--demo-packages",
+        ],
+        tmp_path / "failing.log",
+    )
+    try:
+        size = (tmp_path / "packages" / "4f1c2a9e.tar").stat().st_size
+        healthy, failing = (f"{prefix}/{device_identity(i, seed).id}" for i in range(2))
+        wait(lambda: f"{healthy}/stat" in seen and f"{failing}/stat" in seen)
+        assert seen[f"{healthy}/stat"][0]["free_flash"] == 1_000_000
+        assert seen[f"{failing}/stat"][0]["free_flash"] == free_flash
+        for device in (healthy, failing):
+            client.publish(f"{device}/ota", _request("4f1c2a9e", ".tar", size), qos=1, retain=True)
+
+        def statuses(device: str) -> list[Any]:
+            return [r for r in seen.get(f"{device}/ota", []) if r and r["e"] in (1, 2)]
+
+        wait(lambda: len(statuses(failing)) >= len(reports) and len(statuses(healthy)) >= 1)
+        assert statuses(healthy)[0] == {"e": 1, "i": "4f1c2a9e"}
+        assert statuses(failing)[: len(reports)] == reports
+        assert (_retained(broker, f"{failing}/ota") is None) is cleared
+        client.publish(f"{failing}/ota", b"", qos=1, retain=True).wait_for_publish(TIMEOUT)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        assert _stop_simulator(process) == 0
+
+
+def test_failing_devices_options() -> None:
+    from simulator.cli import build_parser  # noqa: PLC0415
+
+    base = ["devices", "--mqtt-port", "1883"]
+    args = build_parser().parse_args(base)
+    assert (args.failing_devices, args.failing_from, args.failure) == (0, 0, "apply")
+    args = build_parser().parse_args([*base, "--failing-devices", "2", "--failure", "space"])
+    assert (args.failing_devices, args.failing_from, args.failure) == (2, 0, "space")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--failing-devices", "-1"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--failure", "boom"])
