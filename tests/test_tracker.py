@@ -738,10 +738,17 @@ async def test_timeout_without_cadence(
     message = notification(hass)
     assert message["title"] == "insigh.io OTA timed out"
 
-    # A report after the timeout changes nothing.
-    await fire(hass, ota_topic(), report(1))
+    # A failure report after the timeout changes nothing...
+    await fire(hass, ota_topic(), report(2, reason="can not apply"))
     assert attributes(hass)["ota_state"] == "timed_out"
     assert events_states(queued) == ["timed_out"]
+    # ...but a device that says it applied the package did: the report is the truth.
+    await fire(hass, ota_topic(), report(1))
+    attrs = attributes(hass)
+    assert attrs["ota_state"] == "applied"
+    assert attrs["ota_reason"] == "applied after the job ended timed_out"
+    assert attrs["installed_version"] == "1.1.0"
+    assert events_states(queued) == ["timed_out", "applied"]
 
 
 @pytest.mark.parametrize(

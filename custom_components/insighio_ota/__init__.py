@@ -12,6 +12,7 @@ from .catalogue import PackageCatalogue
 from .console import ConsoleClient
 from .const import CONF_API_KEY, CONF_CONSOLE_URL, DOMAIN
 from .coordinator import InsighioOtaConfigEntry, InsighioOtaCoordinator, InsighioOtaRuntimeData
+from .rollout import RolloutManager
 from .services import async_setup_services
 from .tracker import OtaTracker, TrackerSettings
 
@@ -42,13 +43,18 @@ async def async_setup_entry(hass: HomeAssistant, entry: InsighioOtaConfigEntry) 
         lambda: coordinator.data,
         # Read at every use, so a change in the options applies without a reload.
         lambda: TrackerSettings.from_options(entry.options),
-        lambda commit: package.version if (package := catalogue.by_sw_commit(commit)) else None,
+        catalogue,
     )
     await tracker.async_load()
-    entry.runtime_data = InsighioOtaRuntimeData(client, coordinator, catalogue, tracker)
+    # Follows the jobs before the tracker resumes them, so none ends unseen.
+    rollouts = RolloutManager(hass, entry.entry_id, tracker, catalogue, lambda: coordinator.data)
+    await rollouts.async_load()
+    entry.runtime_data = InsighioOtaRuntimeData(client, coordinator, catalogue, tracker, rollouts)
     entry.async_on_unload(tracker.async_unload)
+    entry.async_on_unload(rollouts.async_unload)
 
     await tracker.async_subscribe(coordinator.control_channels, coordinator.data_channels)
+    await rollouts.async_restore()
 
     @callback
     def _follow_new_channels() -> None:

@@ -13,6 +13,7 @@ from .const import DEVICE_LIST_INTERVAL, DOMAIN, LOGGER
 
 if TYPE_CHECKING:
     from .catalogue import PackageCatalogue
+    from .rollout import RolloutManager
     from .tracker import OtaTracker
 
 
@@ -24,6 +25,7 @@ class InsighioOtaRuntimeData:
     coordinator: InsighioOtaCoordinator
     catalogue: PackageCatalogue
     tracker: OtaTracker
+    rollouts: RolloutManager
 
 
 type InsighioOtaConfigEntry = ConfigEntry[InsighioOtaRuntimeData]

@@ -137,6 +137,7 @@ def _read_ustar(tar: bytes) -> tuple[tuple[str, ...], str | None, str | None]:
     """Walk the 512-byte blocks of a ustar archive; return member names and the sw version."""
     members: list[str] = []
     directories: set[str] = {""}
+    file_paths: set[str] = set()
     files = 0
     sw_commit: str | None = None
     sw_branch: str | None = None
@@ -165,11 +166,14 @@ def _read_ustar(tar: bytes) -> tuple[tuple[str, ...], str | None, str | None]:
             )
         members.append(name)
         if typeflag == _DIRECTORY:
+            if path in file_paths:
+                raise PackageFormatError(f"member {name!r} is a directory with a file's name")
             directories.add(path)
         elif path:
             if path in directories:
                 raise PackageFormatError(f"member {name!r} is a file with a directory's name")
             files += 1
+            file_paths.add(path)
             if posixpath.basename(path) == "version.py":
                 sw_commit, sw_branch = _read_version(tar[body_start:body_end])
         else:

@@ -21,6 +21,10 @@ REASON_NOT_ENOUGH_SPACE: Final = "not enough space"
 REASON_CANNOT_DOWNLOAD: Final = "can not download"
 REASON_CANNOT_APPLY: Final = "can not apply"
 
+# Any device of a project can write any device's topics: bound what one message can make us keep.
+MAX_TEXT_LENGTH: Final = 256
+MAX_EXTRA_RECORDS: Final = 32
+
 type SenmlValue = float | int | str | bool
 # What an MQTT client hands over: HA gives `str` or `bytes`, paho gives `bytes` or `bytearray`.
 type Payload = str | bytes | bytearray
@@ -329,7 +333,7 @@ def parse_ota_message(payload: Payload) -> OtaMessage | None:
         raise ProtocolError("the OTA message has no file id ('i' record)")
     # The console documentation prints the reason as {"m": "i", "vs": ...}, a typo that
     # parse_senml cannot see since that record has no `n`. Accept it as the reason too.
-    reason = _as_str(records.get("m")) or _reason_from_typo_record(pack)
+    reason = _bounded(_as_str(records.get("m")) or _reason_from_typo_record(pack))
     file_type = records.get("t")
     size = _as_int(records.get("s"), "the 's' record") if "s" in records else None
     return OtaMessage(
@@ -371,6 +375,11 @@ _STAT_KNOWN: Final = frozenset(
 )
 
 
+def _bounded(text: str | None) -> str | None:
+    """Return text cut to MAX_TEXT_LENGTH characters."""
+    return text[:MAX_TEXT_LENGTH] if text is not None else None
+
+
 def parse_stat(payload: Payload) -> DeviceStat:
     """Parse a `/stat` payload; unknown records are kept in `extra`."""
     records = _values_by_name(_load_pack(payload), _STAT_KNOWN)
@@ -383,11 +392,15 @@ def parse_stat(payload: Payload) -> DeviceStat:
     fw_version = (
         ".".join(str(part) for part in fw_parts) if all(p is not None for p in fw_parts) else None
     )
+    unknown = [(name, value) for name, value in records.items() if name not in _STAT_KNOWN]
     return DeviceStat(
         **text,
         fw_version=fw_version,
         fw_commit=_as_str(records.get("fw_v_commit")),
         free_flash=_as_int(records.get("free_flash"), "free_flash"),
         free_data_flash=_as_int(records.get("free_data_flash"), "free_data_flash"),
-        extra={name: value for name, value in records.items() if name not in _STAT_KNOWN},
+        extra={
+            name[:MAX_TEXT_LENGTH]: value[:MAX_TEXT_LENGTH] if isinstance(value, str) else value
+            for name, value in unknown[:MAX_EXTRA_RECORDS]
+        },
     )

@@ -1,10 +1,11 @@
-"""Actions of the integration: the package catalogue (register, update, remove, list).
+"""Actions of the integration: the package catalogue, batch installs and staged rollouts.
 
 `async_register_package`, `async_update_package` and `async_remove_package` are shared with the
 options flow, which shows the same translated errors in its forms.
 """
 
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any, Final
 
 from homeassistant.config_entries import ConfigEntryState
@@ -35,6 +36,8 @@ from .const import (
     ATTR_CONFIG_ENTRY_ID,
     ATTR_FILE_ID,
     ATTR_FILE_TYPE,
+    ATTR_INSIGHIO_DEVICE_ID,
+    ATTR_REASON,
     ATTR_RELEASE_NOTES,
     ATTR_VERSION,
     DOMAIN,
@@ -44,6 +47,13 @@ from .const import (
 from .coordinator import InsighioOtaConfigEntry, InsighioOtaRuntimeData
 from .package import PackageFormatError, check_package
 from .protocol import OtaRequest, ProtocolError
+from .rollout import (
+    DEFAULT_CANARY_COUNT,
+    DEFAULT_WAVE_SIZE,
+    Rollout,
+    RolloutManager,
+    check_installable,
+)
 
 ATTR_HARDWARE: Final = "hardware"
 ATTR_SW_COMMIT: Final = "sw_commit"
@@ -52,6 +62,24 @@ ATTR_PACKAGES: Final = "packages"
 SERVICE_UPDATE_PACKAGE: Final = "update_package"
 SERVICE_REMOVE_PACKAGE: Final = "remove_package"
 SERVICE_LIST_PACKAGES: Final = "list_packages"
+SERVICE_INSTALL: Final = "install"
+SERVICE_START_ROLLOUT: Final = "start_rollout"
+SERVICE_PAUSE_ROLLOUT: Final = "pause_rollout"
+SERVICE_RESUME_ROLLOUT: Final = "resume_rollout"
+SERVICE_ABORT_ROLLOUT: Final = "abort_rollout"
+SERVICE_LIST_ROLLOUTS: Final = "list_rollouts"
+ATTR_RESULTS: Final = "results"
+ATTR_ROLLOUT: Final = "rollout"
+ATTR_ROLLOUTS: Final = "rollouts"
+ATTR_NAME: Final = "name"
+ATTR_CANARY_COUNT: Final = "canary_count"
+ATTR_WAVE_SIZE: Final = "wave_size"
+ATTR_MAX_OPEN: Final = "max_open"
+ATTR_FAILURE_THRESHOLD_COUNT: Final = "failure_threshold_count"
+ATTR_FAILURE_THRESHOLD_PERCENT: Final = "failure_threshold_percent"
+ATTR_PAUSE_BETWEEN_WAVES: Final = "pause_between_waves"
+RESULT_QUEUED: Final = "queued"
+RESULT_REFUSED: Final = "refused"
 VERSION_MAX_LENGTH: Final = 64
 SW_COMMIT_MAX_LENGTH: Final = 64
 
@@ -94,6 +122,39 @@ REMOVE_PACKAGE_SCHEMA = probatio.Schema(
     {probatio.Optional(ATTR_CONFIG_ENTRY_ID): cv.string, probatio.Required(ATTR_FILE_ID): _FILE_ID}
 )
 LIST_PACKAGES_SCHEMA = probatio.Schema({probatio.Optional(ATTR_CONFIG_ENTRY_ID): cv.string})
+# The package to install: one of the two, checked by the action with a translated error.
+_PACKAGE_FIELDS: dict[Any, Any] = {
+    probatio.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
+    probatio.Optional(ATTR_VERSION): VERSION_VALIDATOR,
+    probatio.Optional(ATTR_FILE_ID): _FILE_ID,
+}
+INSTALL_SCHEMA = cv.make_entity_service_schema(_PACKAGE_FIELDS)
+_COUNT = probatio.All(probatio.Coerce(int), probatio.Range(min=1))
+START_ROLLOUT_SCHEMA = cv.make_entity_service_schema(
+    {
+        **_PACKAGE_FIELDS,
+        probatio.Optional(ATTR_NAME): probatio.All(
+            cv.string, probatio.Strip, probatio.Length(min=1, max=100)
+        ),
+        probatio.Optional(ATTR_CANARY_COUNT, default=DEFAULT_CANARY_COUNT): probatio.All(
+            probatio.Coerce(int), probatio.Range(min=0)
+        ),
+        probatio.Optional(ATTR_WAVE_SIZE, default=DEFAULT_WAVE_SIZE): _COUNT,
+        probatio.Optional(ATTR_MAX_OPEN): _COUNT,
+        probatio.Optional(ATTR_FAILURE_THRESHOLD_COUNT): _COUNT,
+        probatio.Optional(ATTR_FAILURE_THRESHOLD_PERCENT): probatio.All(
+            probatio.Coerce(float), probatio.Range(min=0, max=100, min_included=False)
+        ),
+        probatio.Optional(ATTR_PAUSE_BETWEEN_WAVES, default=timedelta(0)): cv.positive_time_period,
+    }
+)
+ROLLOUT_SCHEMA = probatio.Schema(
+    {
+        probatio.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
+        probatio.Required(ATTR_ROLLOUT): probatio.All(cv.string, probatio.Strip),
+    }
+)
+LIST_ROLLOUTS_SCHEMA = LIST_PACKAGES_SCHEMA
 
 
 def _loaded_entry(hass: HomeAssistant, entry_id: str | None) -> InsighioOtaConfigEntry:
@@ -282,6 +343,13 @@ def _targeted_devices(call: ServiceCall) -> list[tuple[InsighioOtaConfigEntry, s
     The target may name devices, areas, labels or any of our entities; each resolves to the HA
     device it belongs to, whose identifier is the console's device id.
     """
+    return [(entry, device_id) for entry, device_id, _ in _targeted_registry_devices(call)]
+
+
+def _targeted_registry_devices(
+    call: ServiceCall,
+) -> list[tuple[InsighioOtaConfigEntry, str, dr.BaseDeviceEntry]]:
+    """Return what `_targeted_devices` does, with each device's registry entry."""
     hass = call.hass
     selected = async_extract_referenced_entity_ids(hass, TargetSelection(call.data))
     entity_registry = er.async_get(hass)
@@ -292,17 +360,15 @@ def _targeted_devices(call: ServiceCall) -> list[tuple[InsighioOtaConfigEntry, s
         if entity is not None and entity.platform == DOMAIN and entity.device_id is not None:
             device_ids.add(entity.device_id)
     loaded = {entry.entry_id: entry for entry in hass.config_entries.async_loaded_entries(DOMAIN)}
-    targets: list[tuple[InsighioOtaConfigEntry, str]] = []
+    targets: list[tuple[InsighioOtaConfigEntry, str, dr.BaseDeviceEntry]] = []
     for device_id in sorted(device_ids):
         device = device_registry.async_get(device_id)
-        if device is None:
+        if device is None or (entry := loaded.get(device.config_entry_id)) is None:
             continue
-        entries = [loaded[entry_id] for entry_id in device.config_entries if entry_id in loaded]
         targets.extend(
-            (entry, identifier)
+            (entry, identifier, device)
             for domain, identifier in device.identifiers
             if domain == DOMAIN
-            for entry in entries
         )
     return targets
 
@@ -318,6 +384,141 @@ async def _async_cancel_action(call: ServiceCall) -> None:
         raise ServiceValidationError(translation_domain=DOMAIN, translation_key="nothing_to_cancel")
     for entry, device_id in open_jobs:
         await entry.runtime_data.tracker.async_cancel(device_id)
+
+
+def _package_for(runtime: InsighioOtaRuntimeData, call: ServiceCall) -> Package:
+    """Return the package an action names by version or file id (translated when unknown)."""
+    catalogue = runtime.catalogue
+    if (version := call.data.get(ATTR_VERSION)) is not None:
+        if (package := catalogue.by_version(version)) is None:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="unknown_version",
+                translation_placeholders={"version": version},
+            )
+        return package
+    file_id = call.data[ATTR_FILE_ID]
+    if (package := catalogue.by_file_id(file_id)) is None:
+        raise _unknown_package(file_id)
+    return package
+
+
+def _package_targets(
+    call: ServiceCall,
+) -> list[tuple[InsighioOtaConfigEntry, str, dr.BaseDeviceEntry]]:
+    """Check the action names one package, then return its targeted devices (at least one)."""
+    if (ATTR_VERSION in call.data) == (ATTR_FILE_ID in call.data):
+        raise ServiceValidationError(translation_domain=DOMAIN, translation_key="package_required")
+    entry_id = call.data.get(ATTR_CONFIG_ENTRY_ID)
+    targets = [
+        target
+        for target in _targeted_registry_devices(call)
+        if entry_id is None or target[0].entry_id == entry_id
+    ]
+    if not targets:
+        raise ServiceValidationError(translation_domain=DOMAIN, translation_key="no_target_devices")
+    return targets
+
+
+def _device_name(device_id: str, device: dr.BaseDeviceEntry) -> str:
+    """Return the name the user sees for a console device."""
+    return device.name_by_user or device.name or device_id
+
+
+async def _async_install_action(call: ServiceCall) -> ServiceResponse:
+    """Request a package for every targeted device that can take it; report each device."""
+    results: list[dict[str, Any]] = []
+    for entry, device_id, registered in _package_targets(call):
+        runtime = entry.runtime_data
+        result: dict[str, Any] = {
+            "device_id": registered.id,
+            ATTR_INSIGHIO_DEVICE_ID: device_id,
+            ATTR_NAME: _device_name(device_id, registered),
+            "result": RESULT_QUEUED,
+            ATTR_REASON: None,
+        }
+        try:
+            package = _package_for(runtime, call)
+            device = check_installable(
+                runtime.tracker, runtime.catalogue, runtime.coordinator.data, device_id, package
+            )
+            await runtime.tracker.async_request(device_id, device.control_channel, package)
+        except HomeAssistantError as err:
+            # One refusal (a guard, a busy device, a failed publish) does not stop the others.
+            result.update({"result": RESULT_REFUSED, ATTR_REASON: str(err)})
+        results.append(result)
+    results.sort(key=lambda r: (r[ATTR_NAME].casefold(), r[ATTR_INSIGHIO_DEVICE_ID]))
+    response: list[Any] = results
+    return {ATTR_RESULTS: response}
+
+
+async def _async_start_rollout_action(call: ServiceCall) -> ServiceResponse:
+    """Plan a rollout of a package to the targeted devices and start its canary wave."""
+    targets = _package_targets(call)
+    entries = {entry.entry_id: entry for entry, _, _ in targets}
+    if len(entries) > 1:
+        raise ServiceValidationError(translation_domain=DOMAIN, translation_key="entry_ambiguous")
+    entry = next(iter(entries.values()))
+    runtime = entry.runtime_data
+    rollout = await runtime.rollouts.async_start(
+        package=_package_for(runtime, call),
+        devices={device_id: _device_name(device_id, device) for _, device_id, device in targets},
+        name=call.data.get(ATTR_NAME),
+        canary_count=call.data[ATTR_CANARY_COUNT],
+        wave_size=call.data[ATTR_WAVE_SIZE],
+        max_open=call.data.get(ATTR_MAX_OPEN),
+        failure_threshold_count=call.data.get(ATTR_FAILURE_THRESHOLD_COUNT),
+        failure_threshold_percent=call.data.get(ATTR_FAILURE_THRESHOLD_PERCENT),
+        pause_between_waves=call.data[ATTR_PAUSE_BETWEEN_WAVES],
+    )
+    return rollout.summary()
+
+
+def _find_rollout(call: ServiceCall) -> tuple[RolloutManager, Rollout]:
+    """Return the rollout an action names (id or name), in the entry named or any loaded one."""
+    entry_id = call.data.get(ATTR_CONFIG_ENTRY_ID)
+    key = call.data[ATTR_ROLLOUT]
+    for entry in call.hass.config_entries.async_loaded_entries(DOMAIN):
+        if entry_id is not None and entry.entry_id != entry_id:
+            continue
+        manager: RolloutManager = entry.runtime_data.rollouts
+        if (rollout := manager.find(key)) is not None:
+            return manager, rollout
+    raise ServiceValidationError(
+        translation_domain=DOMAIN,
+        translation_key="unknown_rollout",
+        translation_placeholders={"rollout": key},
+    )
+
+
+async def _async_pause_rollout_action(call: ServiceCall) -> None:
+    """Start no more jobs of a rollout; the waiting ones go on."""
+    manager, rollout = _find_rollout(call)
+    await manager.async_pause(rollout)
+
+
+async def _async_resume_rollout_action(call: ServiceCall) -> None:
+    """Go on with a paused rollout."""
+    manager, rollout = _find_rollout(call)
+    await manager.async_resume(rollout)
+
+
+async def _async_abort_rollout_action(call: ServiceCall) -> None:
+    """Stop a rollout for good and cancel its waiting jobs."""
+    manager, rollout = _find_rollout(call)
+    await manager.async_abort(rollout)
+
+
+async def _async_list_rollouts_action(call: ServiceCall) -> ServiceResponse:
+    """Respond with the rollouts of the loaded entries (or the one named), oldest first."""
+    entry_id = call.data.get(ATTR_CONFIG_ENTRY_ID)
+    rollouts: list[Any] = [
+        {**rollout.summary(), ATTR_CONFIG_ENTRY_ID: entry.entry_id}
+        for entry in call.hass.config_entries.async_loaded_entries(DOMAIN)
+        if entry_id is None or entry.entry_id == entry_id
+        for rollout in entry.runtime_data.rollouts.rollouts
+    ]
+    return {ATTR_ROLLOUTS: rollouts}
 
 
 def async_setup_services(hass: HomeAssistant) -> None:
@@ -353,5 +554,32 @@ def async_setup_services(hass: HomeAssistant) -> None:
         SERVICE_LIST_PACKAGES,
         _async_list_packages_action,
         schema=LIST_PACKAGES_SCHEMA,
+        supports_response=SupportsResponse.ONLY,
+    )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_INSTALL,
+        _async_install_action,
+        schema=INSTALL_SCHEMA,
+        supports_response=SupportsResponse.OPTIONAL,
+    )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_START_ROLLOUT,
+        _async_start_rollout_action,
+        schema=START_ROLLOUT_SCHEMA,
+        supports_response=SupportsResponse.OPTIONAL,
+    )
+    for service, handler in (
+        (SERVICE_PAUSE_ROLLOUT, _async_pause_rollout_action),
+        (SERVICE_RESUME_ROLLOUT, _async_resume_rollout_action),
+        (SERVICE_ABORT_ROLLOUT, _async_abort_rollout_action),
+    ):
+        hass.services.async_register(DOMAIN, service, handler, schema=ROLLOUT_SCHEMA)
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_LIST_ROLLOUTS,
+        _async_list_rollouts_action,
+        schema=LIST_ROLLOUTS_SCHEMA,
         supports_response=SupportsResponse.ONLY,
     )

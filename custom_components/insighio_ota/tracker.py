@@ -28,7 +28,7 @@ from homeassistant.helpers.event import async_call_later, async_track_point_in_u
 from homeassistant.helpers.storage import Store
 from homeassistant.util import dt as dt_util
 
-from .catalogue import Package, same_commit
+from .catalogue import Package, PackageCatalogue, same_commit
 from .console import ConsoleDevice
 from .const import (
     ATTR_FILE_ID,
@@ -78,11 +78,13 @@ from .protocol import (
 STORAGE_VERSION = 1
 # Bounds the memory used to remember what was already logged, whatever a broker sends us.
 MAX_LOGGED_KEYS = 1000
-# Two "can not download" reports closer than this come from one wake (an MQTT redelivery),
-# not from two download attempts: the firmware retries once per wake.
-DUPLICATE_REPORT_WINDOW = timedelta(seconds=2)
-# Telemetry closer than this belongs to one connection; only longer gaps are wake intervals.
-MIN_WAKE_INTERVAL = timedelta(seconds=1)
+# The firmware retries a download once per wake. A report counts as a new attempt when the device
+# woke again since the last one (telemetry or /stat arrived), or, for devices whose telemetry we
+# do not see, when it comes later than this after the last one (one wake listens ~10 s).
+DUPLICATE_REPORT_WINDOW = timedelta(seconds=10)
+# Telemetry closer than this belongs to one wake (a device may send several messages while it
+# listens for ~10 s); only longer gaps are intervals between wakes.
+MIN_WAKE_INTERVAL = timedelta(seconds=30)
 WAKE_INTERVAL_SAMPLES = 15
 FOREIGN_REPORTS_KEPT = 5
 # After a restart the broker replays retained requests right after our subscription; a queued
@@ -185,6 +187,9 @@ class OtaJob:
     awaiting_stat: bool = False
     # Set while HA holds the request for the maintenance window: nothing is published yet.
     held_until: str | None = None
+    # The application commit the device reported before the request, to tell a /stat that
+    # shows the package from one that shows what was already there.
+    previous_commit: str | None = None
     foreign_reports: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -214,8 +219,9 @@ class OtaJob:
 class DeviceFacts:
     """What we know of a device from its messages, kept across restarts."""
 
-    # The version label of the last package the device confirmed it applied.
+    # The version label (and file id) of the last package the device confirmed it applied.
     installed_version: str | None = None
+    installed_file_id: str | None = None
     # The software version of the first /stat after that confirmation. A later /stat with other
     # software means the device was changed outside HA, and the label no longer applies.
     confirmed_software: str | None = None
@@ -238,6 +244,11 @@ def _move(job: OtaJob, state: JobState, reason: str | None = None) -> None:
     job.state = state
     job.reason = reason
     job.updated_at = dt_util.utcnow().isoformat()
+
+
+def _notification_id(job: OtaJob) -> str:
+    """Return the id of a device's OTA notification: one per device, the latest wins."""
+    return f"{DOMAIN}_{job.device_id}_ota"
 
 
 def signal_device_updated(entry_id: str, device_id: str) -> str:
@@ -270,14 +281,14 @@ class OtaTracker:
         entry_id: str,
         devices: Callable[[], Mapping[str, ConsoleDevice]],
         settings: Callable[[], TrackerSettings] = TrackerSettings,
-        label_for_commit: Callable[[str], str | None] = lambda _commit: None,
+        catalogue: PackageCatalogue | None = None,
     ) -> None:
         """Prepare the tracker; call `async_load`, then `async_subscribe`."""
         self._hass = hass
         self._entry_id = entry_id
         self._devices = devices
         self._settings = settings
-        self._label_for_commit = label_for_commit
+        self._catalogue = catalogue
         self._store: Store[dict[str, Any]] = Store(
             hass, STORAGE_VERSION, f"{DOMAIN}.{entry_id}.jobs"
         )
@@ -394,12 +405,24 @@ class OtaTracker:
         if facts is None:
             return None
         if facts.installed_version is not None:
-            return facts.installed_version
+            # The package's current label: it may have been relabelled since it was installed.
+            package = (
+                self._catalogue.by_file_id(facts.installed_file_id)
+                if self._catalogue is not None and facts.installed_file_id is not None
+                else None
+            )
+            return package.version if package is not None else facts.installed_version
         stat = self.stat(device_id)
         if stat is None or stat.sw_commit is None:
             return None
         # A package that names the commit gives it a readable label.
-        return self._label_for_commit(stat.sw_commit) or stat.software_version
+        package = self._catalogue.by_sw_commit(stat.sw_commit) if self._catalogue else None
+        return package.version if package is not None else stat.software_version
+
+    def has_confirmed_package(self, device_id: str) -> bool:
+        """Return True when the device's software is a package it confirmed applying."""
+        facts = self._facts.get(device_id)
+        return facts is not None and facts.installed_version is not None
 
     def stat(self, device_id: str) -> DeviceStat | None:
         """Return the last /stat of the device."""
@@ -480,6 +503,7 @@ class OtaTracker:
             updated_at=now.isoformat(),
             deadline=(start + self._queued_timeout(device_id)).isoformat(),
             held_until=start.isoformat() if held_until else None,
+            previous_commit=stat.sw_commit if (stat := self.stat(device_id)) else None,
         )
         # The job is open before the publish is awaited, so a second install at the same moment
         # is refused instead of publishing a second request.
@@ -596,6 +620,8 @@ class OtaTracker:
         if job is not None and job.file_id == report.file_id:
             if job.is_open:
                 await self._async_apply_report(job, report)
+            elif report.is_applied and job.state not in (JobState.APPLIED, JobState.VERIFIED):
+                await self._async_applied_after_end(job)
             elif report.is_request and message.retain:
                 # The broker still holds the request of a job that has its answer (our clear
                 # did not stick): the device would act on it again at every wake.
@@ -674,10 +700,7 @@ class OtaTracker:
             _move(job, JobState.APPLIED)
             job.awaiting_stat = True
             job.deadline = (dt_util.utcnow() + VERIFY_WINDOW).isoformat()
-            facts = self._facts.setdefault(job.device_id, DeviceFacts())
-            facts.installed_version = job.version
-            facts.confirmed_software = None
-            self._update_device_registry(job.device_id)
+            self._record_installed(job)
             self._schedule_deadline(job)
             # The device clears the request itself after a success, but if that fails it would
             # apply the package again at every wake: clearing is idempotent, so we always do.
@@ -699,16 +722,37 @@ class OtaTracker:
                 job.device_id,
             )
 
+    def _record_installed(self, job: OtaJob, software: str | None = None) -> None:
+        """Remember the package the device applied; its next /stat confirms the software."""
+        facts = self._facts.setdefault(job.device_id, DeviceFacts())
+        facts.installed_version = job.version
+        facts.installed_file_id = job.file_id
+        facts.confirmed_software = software
+        self._update_device_registry(job.device_id)
+
+    async def _async_applied_after_end(self, job: OtaJob) -> None:
+        """Believe a device that applied the package after its job ended.
+
+        A cancel or a timeout can lose the race with a device that had already started: the
+        device's report is the truth.
+        """
+        previous = job.state.value
+        _move(job, JobState.APPLIED, f"applied after the job ended {previous}")
+        job.awaiting_stat = True
+        job.deadline = (dt_util.utcnow() + VERIFY_WINDOW).isoformat()
+        self._record_installed(job)
+        self._schedule_deadline(job)
+        await self._async_clear(job)
+        await self._async_changed(job)
+
     async def _async_on_failure(self, job: OtaJob, reason: str | None) -> None:
         """End the job, except for download failures the device retries at its next wake."""
         if reason != REASON_CANNOT_DOWNLOAD:
             await self._async_end(job, JobState.FAILED, reason)
             return
         now = dt_util.utcnow()
-        if job.last_attempt_at is not None and (
-            now - datetime.fromisoformat(job.last_attempt_at) < DUPLICATE_REPORT_WINDOW
-        ):
-            return  # The same attempt, delivered twice.
+        if not self._is_new_attempt(job, now):
+            return  # The same attempt, reported or delivered twice.
         job.attempts += 1
         job.last_attempt_at = now.isoformat()
         if job.attempts >= self._settings().retry_cap:
@@ -716,6 +760,21 @@ class OtaTracker:
             return
         job.reason = reason
         await self._async_changed(job, fire_event=False)
+
+    def _is_new_attempt(self, job: OtaJob, now: datetime) -> bool:
+        """Return True when a download failure comes from another wake than the last one."""
+        if job.last_attempt_at is None:
+            return True
+        last = datetime.fromisoformat(job.last_attempt_at)
+        facts = self._facts.get(job.device_id)
+        if (
+            facts is not None
+            and facts.last_seen is not None
+            and datetime.fromisoformat(facts.last_seen) > last
+        ):
+            return True
+        # A clock that stepped back makes the gap negative: that is not the same wake either.
+        return not timedelta(0) <= now - last < DUPLICATE_REPORT_WINDOW
 
     async def _async_on_stat_message(self, message: mqtt.ReceiveMessage) -> None:
         """Record a device's /stat and use it to verify or settle its job."""
@@ -741,8 +800,12 @@ class OtaTracker:
         job = self._jobs.get(device_id)
         if job is not None and job.state is JobState.APPLIED:
             await self._async_verify(job, stat)
-        elif job is not None and job.state is JobState.QUEUED and job.request_gone:
-            await self._async_settle_vanished(job, stat, facts)
+        elif (
+            job is not None
+            and job.state is JobState.QUEUED
+            and (job.request_gone or self._shows_package(job, stat))
+        ):
+            await self._async_settle_from_stat(job, stat)
         else:
             await self._async_save()
             async_dispatcher_send(self._hass, signal_device_updated(self._entry_id, device_id))
@@ -750,38 +813,50 @@ class OtaTracker:
 
     async def _async_verify(self, job: OtaJob, stat: DeviceStat) -> None:
         """Confirm an applied job with the software the rebooted device reports."""
-        self._cancel_deadline(job.device_id)
-        job.awaiting_stat = False
-        job.deadline = None
         if (
             job.sw_commit is not None
             and stat.sw_commit is not None
             and not same_commit(stat.sw_commit, job.sw_commit)
         ):
             # Applied, but the device runs other software than the package names.
-            _move(
-                job,
-                JobState.APPLIED,
-                f"the device reports {stat.sw_commit}, the package installs {job.sw_commit}",
-            )
+            reason = f"the device reports {stat.sw_commit}, the package installs {job.sw_commit}"
+            if not job.awaiting_stat and job.reason == reason:
+                return  # Another boot with the same software: nothing new to tell.
+            self._cancel_deadline(job.device_id)
+            job.awaiting_stat = False
+            job.deadline = None
+            _move(job, JobState.APPLIED, reason)
         else:
+            self._cancel_deadline(job.device_id)
+            job.awaiting_stat = False
+            job.deadline = None
             _move(job, JobState.VERIFIED)
         await self._async_changed(job)
 
-    async def _async_settle_vanished(
-        self, job: OtaJob, stat: DeviceStat, facts: DeviceFacts
-    ) -> None:
-        """Decide a job whose request vanished unseen: /stat shows the package, or nothing."""
-        if (
-            job.sw_commit is not None
-            and stat.sw_commit is not None
-            and same_commit(stat.sw_commit, job.sw_commit)
-        ):
-            facts.installed_version = job.version
-            facts.confirmed_software = stat.software_version
+    @staticmethod
+    def _shows_package(job: OtaJob, stat: DeviceStat) -> bool:
+        """Return True when /stat shows the package's commit, which the device did not run."""
+        if job.sw_commit is None or stat.sw_commit is None:
+            return False
+        if job.previous_commit is not None and same_commit(job.previous_commit, job.sw_commit):
+            return False  # A reinstall of what it ran: /stat cannot tell.
+        return same_commit(stat.sw_commit, job.sw_commit)
+
+    async def _async_settle_from_stat(self, job: OtaJob, stat: DeviceStat) -> None:
+        """Decide a queued job from /stat.
+
+        Either /stat shows the package (the device's report was lost), or the request vanished
+        unseen and nothing shows what happened.
+        """
+        if self._shows_package(job, stat):
+            self._record_installed(job, stat.software_version)
             self._cancel_deadline(job.device_id)
             job.deadline = None
-            _move(job, JobState.VERIFIED, "applied while Home Assistant was not listening")
+            if job.request_gone:
+                _move(job, JobState.VERIFIED, "applied while Home Assistant was not listening")
+            else:
+                _move(job, JobState.VERIFIED, "applied; the device's report was not received")
+                await self._async_clear(job)
             await self._async_changed(job)
             return
         await self._async_end(
@@ -929,7 +1004,7 @@ class OtaTracker:
             f"{name} did not install {job.version} (file {job.file_id}): "
             f"{job.reason or 'no reason given'}.",
             title=titles.get(job.state, "insigh.io OTA"),
-            notification_id=f"{DOMAIN}_{job.device_id}_ota",
+            notification_id=_notification_id(job),
         )
 
     def _record_history(self, job: OtaJob) -> None:
@@ -947,6 +1022,9 @@ class OtaTracker:
 
     async def _async_changed(self, job: OtaJob, *, fire_event: bool = True) -> None:
         """Persist a change, fire the status event and refresh the device's entities."""
+        if job.state in (JobState.QUEUED, JobState.APPLIED, JobState.VERIFIED):
+            # A new request or a success makes an earlier failure notice stale.
+            persistent_notification.async_dismiss(self._hass, _notification_id(job))
         self._record_history(job)
         await self._async_save()
         for listener in list(self._job_listeners):

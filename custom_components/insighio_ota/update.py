@@ -106,7 +106,11 @@ class InsighioOtaUpdate(InsighioOtaEntity, UpdateEntity):
         installed = catalogue.order_of(installed_version)
         if latest is None:
             return False
-        return installed is None or latest > installed
+        if installed is None:
+            # Software we cannot place in the catalogue: offer the latest package, unless the
+            # device runs a confirmed package that was removed since (it may be newer).
+            return not self.runtime_data.tracker.has_confirmed_package(self.device_id)
+        return latest > installed
 
     async def async_install(self, version: str | None, backup: bool, **kwargs: Any) -> None:
         """Publish the OTA request; the device picks it up at its next wake."""

@@ -125,14 +125,17 @@ async def _register(
 
 
 async def _wait_for_wakes(entry: MockConfigEntry, device_id: str, wakes: int) -> None:
-    """Wait until the device has woken `wakes` more times (its telemetry tells)."""
+    """Wait until the device has woken `wakes` more times (each wake's telemetry tells)."""
+    seen: list[str | None] = []
 
-    def _intervals() -> int:
+    def _woke_enough() -> bool:
         facts = entry.runtime_data.tracker.facts(device_id)
-        return len(facts.wake_intervals) if facts is not None else 0
+        last_seen = facts.last_seen if facts is not None else None
+        if not seen or seen[-1] != last_seen:
+            seen.append(last_seen)
+        return len(seen) > wakes
 
-    start = _intervals()
-    await wait_for(lambda: _intervals() >= start + wakes, 5 * wakes + 5, f"{wakes} more wakes")
+    await wait_for(_woke_enough, 5 * wakes + 5, f"{wakes} more wakes")
 
 
 async def _install(hass: HomeAssistant, entity_id: str) -> None:
