@@ -10,7 +10,7 @@ from homeassistant.helpers import (
     entity_registry as er,
 )
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
 from custom_components.insighio_ota.const import CONF_MIN_BATTERY_MV, DOMAIN
 
@@ -68,6 +68,7 @@ async def test_mixed_results(
         "update", "install", {"entity_id": "update.sensor_3_firmware"}, blocking=True
     )
     mqtt_mock.async_publish.reset_mock()
+    refusals = async_capture_events(hass, "insighio_ota_install_refused")
 
     response = await install(
         hass,
@@ -90,6 +91,8 @@ async def test_mixed_results(
     assert results["Sensor 3"]["result"] == "refused"
     assert "still waiting" in results["Sensor 3"]["reason"]
     assert results["Sensor 4"]["result"] == "queued"
+    # Automations see every refusal as an event too.
+    assert sorted(event.data["name"] for event in refusals) == ["Sensor 2", "Sensor 3"]
     assert sorted(call[0] for call in publishes(mqtt_mock)) == sorted(
         ota_topic(device_id) for device_id in (IDS[0], IDS[3])
     )

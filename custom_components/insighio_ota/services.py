@@ -80,6 +80,7 @@ ATTR_FAILURE_THRESHOLD_PERCENT: Final = "failure_threshold_percent"
 ATTR_PAUSE_BETWEEN_WAVES: Final = "pause_between_waves"
 RESULT_QUEUED: Final = "queued"
 RESULT_REFUSED: Final = "refused"
+EVENT_INSTALL_REFUSED: Final = "insighio_ota_install_refused"
 VERSION_MAX_LENGTH: Final = 64
 SW_COMMIT_MAX_LENGTH: Final = 64
 
@@ -446,6 +447,9 @@ async def _async_install_action(call: ServiceCall) -> ServiceResponse:
         except HomeAssistantError as err:
             # One refusal (a guard, a busy device, a failed publish) does not stop the others.
             result.update({"result": RESULT_REFUSED, ATTR_REASON: str(err)})
+            # A queued device fires the tracker's "queued" status; a refused one fires this, so
+            # an automation sees every device's result.
+            call.hass.bus.async_fire(EVENT_INSTALL_REFUSED, dict(result))
         results.append(result)
     results.sort(key=lambda r: (r[ATTR_NAME].casefold(), r[ATTR_INSIGHIO_DEVICE_ID]))
     response: list[Any] = results
