@@ -259,13 +259,15 @@ async def test_new_device_gets_entities_without_reload(
 
     assert sensor(hass, "sensor.sensor_2_ota_status").state == "idle"
     assert hass.states.get("event.sensor_2_ota_result") is not None
-    # One of each per device, the first device's kept as they were.
-    assert len(hass.states.async_entity_ids("sensor")) == 2
+    # One of each per device, the first device's kept as they were (and the account's three
+    # fleet sensors, which are no device's).
+    assert len(hass.states.async_entity_ids("sensor")) == 2 + 3
     assert len(hass.states.async_entity_ids("event")) == 2
     assert {
         entry.unique_id
         for entry in er.async_entries_for_config_entry(entity_registry, setup_integration.entry_id)
         if entry.domain in ("sensor", "event")
+        and not entry.unique_id.startswith(setup_integration.entry_id)
     } == {
         f"{DEVICE_ID}_ota_status",
         f"{DEVICE_ID}_ota_result",

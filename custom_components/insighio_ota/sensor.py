@@ -1,14 +1,27 @@
-"""One OTA status `sensor` per device: where its last OTA job is, for dashboards and automations."""
+"""The sensors: an OTA status per device; fleet counts per account (config entry).
 
+Each device's sensor tells where its last OTA job is. The account's service device carries the
+fleet summary: devices outdated, jobs pending, jobs failed in the last 24 h.
+"""
+
+from abc import abstractmethod
+from datetime import datetime, timedelta
 from typing import Any, Final
 
-from homeassistant.components.sensor import SensorDeviceClass, SensorEntity
-from homeassistant.core import HomeAssistant
+from homeassistant.components.sensor import SensorDeviceClass, SensorEntity, SensorStateClass
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers.device_registry import DeviceEntryType, DeviceInfo
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.helpers.event import async_track_time_interval
+from homeassistant.helpers.update_coordinator import CoordinatorEntity
+from homeassistant.util import dt as dt_util
 
-from .coordinator import InsighioOtaConfigEntry
+from .const import DOMAIN, MANUFACTURER
+from .coordinator import InsighioOtaConfigEntry, InsighioOtaCoordinator
 from .entity import InsighioOtaEntity, async_add_entities_per_device
-from .tracker import JobState
+from .tracker import JobState, OtaJob, signal_device_updated
 
 # The entity only reads the tracker's memory; nothing to throttle.
 PARALLEL_UPDATES = 0
@@ -37,7 +50,14 @@ async def async_setup_entry(
     entry: InsighioOtaConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add a status sensor for each device, and for every device the console lists later."""
+    """Add the account's fleet sensors, and a status sensor for each device, now and later."""
+    async_add_entities(
+        [
+            InsighioOtaOutdatedSensor(entry),
+            InsighioOtaJobsPendingSensor(entry),
+            InsighioOtaJobsFailedSensor(entry),
+        ]
+    )
     async_add_entities_per_device(entry, async_add_entities, InsighioOtaStatusSensor)
 
 
@@ -90,3 +110,196 @@ class InsighioOtaStatusSensor(InsighioOtaEntity, SensorEntity):
                 for old in tracker.history(self.device_id)
             ],
         }
+
+
+# -- the account: fleet summary sensors ----------------------------------------------------------
+
+# Job ends counted by the "jobs failed" sensor: every way an update did not happen but a cancel.
+FAILED_STATES: Final = frozenset(
+    {JobState.FAILED.value, JobState.TIMED_OUT.value, JobState.UNKNOWN.value}
+)
+FAILED_WINDOW: Final = timedelta(hours=24)
+# Failures leave the 24 h window without any event; the count is re-read this often.
+FAILED_WINDOW_REFRESH: Final = timedelta(minutes=5)
+ATTR_DEVICES: Final = "devices"
+# The `devices` attribute names at most this many devices; the state is the full count.
+MAX_LISTED_DEVICES: Final = 20
+
+
+class InsighioOtaAccountEntity(CoordinatorEntity[InsighioOtaCoordinator]):
+    """An entity of the account (the config entry): one service device for the fleet."""
+
+    _attr_has_entity_name = True
+
+    def __init__(self, entry: InsighioOtaConfigEntry, key: str) -> None:
+        """Attach the entity to the account's service device."""
+        super().__init__(entry.runtime_data.coordinator)
+        self.runtime_data = entry.runtime_data
+        self._attr_translation_key = key
+        self._attr_unique_id = f"{entry.entry_id}_{key}"
+        self._attr_device_info = DeviceInfo(
+            identifiers={(DOMAIN, entry.entry_id)},
+            name=entry.title,
+            manufacturer=MANUFACTURER,
+            model="Console account",
+            entry_type=DeviceEntryType.SERVICE,
+        )
+
+
+class InsighioOtaFleetSensor(InsighioOtaAccountEntity, SensorEntity):
+    """A count over the console's listed devices, refreshed by every job and catalogue change.
+
+    The coordinator's device list refreshes it too (a device listed or gone). The names of the
+    counted devices are an attribute, left out of the recorder: the count is what has a history.
+    """
+
+    _attr_state_class = SensorStateClass.MEASUREMENT
+    _unrecorded_attributes = frozenset({ATTR_DEVICES})
+
+    @abstractmethod
+    def _counted(self) -> list[str]:
+        """Return the console ids of the counted devices (a device may count more than once)."""
+
+    @property
+    def native_value(self) -> int:
+        """Return the count."""
+        return len(self._counted())
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any]:
+        """Return the names of the counted devices, sorted, at most `MAX_LISTED_DEVICES`."""
+        registry = dr.async_get(self.hass)
+        entry_id = self.coordinator.config_entry.entry_id
+        devices = self.coordinator.data
+        names: set[str] = set()
+        for device_id in set(self._counted()):
+            device = registry.async_get_device_by_identifier((DOMAIN, device_id), entry_id)
+            names.add(
+                (device.name_by_user or device.name or device_id)
+                if device is not None
+                else devices[device_id].name
+            )
+        return {ATTR_DEVICES: sorted(names, key=str.casefold)[:MAX_LISTED_DEVICES]}
+
+    @callback
+    def _on_job(self, _job: OtaJob) -> None:
+        self.async_write_ha_state()
+
+    async def async_added_to_hass(self) -> None:
+        """Follow the jobs and the package catalogue."""
+        await super().async_added_to_hass()
+        self.async_on_remove(self.runtime_data.tracker.async_add_job_listener(self._on_job))
+        self.async_on_remove(
+            self.runtime_data.catalogue.async_add_listener(self.async_write_ha_state)
+        )
+
+
+class InsighioOtaOutdatedSensor(InsighioOtaFleetSensor):
+    """How many listed devices do not run the newest package compatible with their hardware.
+
+    The update entity's notion: the newest compatible package (`catalogue.latest_for`) against
+    `tracker.installed_version`. A device no package suits is never outdated; a device whose
+    installed version is unknown (no /stat yet) is outdated as soon as a package suits it,
+    since nothing shows it runs that package. Versions compare by catalogue order, never as text:
+    a device on a registered package newer than its latest compatible one is not outdated.
+    A /stat changes the installed version without a job, so each listed device's updates are
+    followed too.
+    """
+
+    def __init__(self, entry: InsighioOtaConfigEntry) -> None:
+        """Create the sensor of the account."""
+        super().__init__(entry, "devices_outdated")
+        self._device_signals: dict[str, CALLBACK_TYPE] = {}
+
+    def _counted(self) -> list[str]:
+        tracker = self.runtime_data.tracker
+        catalogue = self.runtime_data.catalogue
+        outdated = []
+        for device_id in self.coordinator.data:
+            stat = tracker.stat(device_id)
+            latest = catalogue.latest_for(stat.hw_version if stat else None)
+            if latest is None:
+                continue
+            installed = tracker.installed_version(device_id)
+            position = catalogue.order_of(installed) if installed is not None else None
+            if position is None or position < catalogue.position_of(latest.file_id):
+                outdated.append(device_id)
+        return outdated
+
+    @callback
+    def _follow_devices(self) -> None:
+        """Follow the updates (a /stat among them) of every listed device, and only those."""
+        entry_id = self.coordinator.config_entry.entry_id
+        listed = self.coordinator.data.keys()
+        for device_id in self._device_signals.keys() - listed:
+            self._device_signals.pop(device_id)()
+        for device_id in listed - self._device_signals.keys():
+            self._device_signals[device_id] = async_dispatcher_connect(
+                self.hass, signal_device_updated(entry_id, device_id), self.async_write_ha_state
+            )
+
+    @callback
+    def _stop_following_devices(self) -> None:
+        for unsubscribe in self._device_signals.values():
+            unsubscribe()
+        self._device_signals.clear()
+
+    @callback
+    def _handle_coordinator_update(self) -> None:
+        self._follow_devices()
+        super()._handle_coordinator_update()
+
+    async def async_added_to_hass(self) -> None:
+        """Also follow each listed device's /stat."""
+        await super().async_added_to_hass()
+        self._follow_devices()
+        self.async_on_remove(self._stop_following_devices)
+
+
+class InsighioOtaJobsPendingSensor(InsighioOtaFleetSensor):
+    """How many listed devices have an open job.
+
+    Open: queued (held for the maintenance window included), or applied and waiting for the
+    reboot's /stat. A device has at most one.
+    """
+
+    def __init__(self, entry: InsighioOtaConfigEntry) -> None:
+        """Create the sensor of the account."""
+        super().__init__(entry, "jobs_pending")
+
+    def _counted(self) -> list[str]:
+        tracker = self.runtime_data.tracker
+        return [device_id for device_id in self.coordinator.data if tracker.in_progress(device_id)]
+
+
+class InsighioOtaJobsFailedSensor(InsighioOtaFleetSensor):
+    """How many jobs of listed devices ended failed, timed out or unknown in the last 24 h.
+
+    Each job counts once, by the time of its end (`updated_at`), from the device's job history
+    (its last 20 jobs). A timer re-reads the window, as failures leave it without any event.
+    """
+
+    def __init__(self, entry: InsighioOtaConfigEntry) -> None:
+        """Create the sensor of the account."""
+        super().__init__(entry, "jobs_failed")
+
+    def _counted(self) -> list[str]:
+        tracker = self.runtime_data.tracker
+        since = dt_util.utcnow() - FAILED_WINDOW
+        return [
+            device_id
+            for device_id in self.coordinator.data
+            for job in tracker.history(device_id)
+            if job["state"] in FAILED_STATES and datetime.fromisoformat(job["updated_at"]) > since
+        ]
+
+    @callback
+    def _on_timer(self, _now: datetime) -> None:
+        self.async_write_ha_state()
+
+    async def async_added_to_hass(self) -> None:
+        """Also re-read the window regularly."""
+        await super().async_added_to_hass()
+        self.async_on_remove(
+            async_track_time_interval(self.hass, self._on_timer, FAILED_WINDOW_REFRESH)
+        )
