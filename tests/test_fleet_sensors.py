@@ -1,12 +1,17 @@
-"""The account's fleet sensors: devices outdated, jobs pending, jobs failed in the last 24 h."""
+"""The account's sensors: devices outdated, jobs pending, jobs failed in 24 h, the rollout."""
 
 from datetime import timedelta
 import json
 from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
-from homeassistant.components.sensor import ATTR_STATE_CLASS, SensorStateClass
-from homeassistant.const import ATTR_UNIT_OF_MEASUREMENT
+from homeassistant.components.sensor import (
+    ATTR_OPTIONS,
+    ATTR_STATE_CLASS,
+    SensorDeviceClass,
+    SensorStateClass,
+)
+from homeassistant.const import ATTR_DEVICE_CLASS, ATTR_UNIT_OF_MEASUREMENT
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr, entity_registry as er
 import pytest
@@ -35,6 +40,7 @@ from .conftest import (
 OUTDATED_ID = "sensor.user_example_test_devices_outdated"
 PENDING_ID = "sensor.user_example_test_jobs_pending"
 FAILED_ID = "sensor.user_example_test_jobs_failed_last_24_h"
+ROLLOUT_ID = "sensor.user_example_test_rollout"
 NEWER_ID = "5a5a5a5a"
 THIRD_DEVICE_ID = "33333333-3333-4333-8333-333333333333"
 
@@ -309,3 +315,128 @@ async def test_listed_names_are_capped(
     count, names = value(hass, OUTDATED_ID)
     assert count == 25
     assert names == [f"Node {index:02d}" for index in range(20)]
+
+
+def rollout_sensor(hass: HomeAssistant) -> Any:
+    """Return the rollout sensor's state object."""
+    state = hass.states.get(ROLLOUT_ID)
+    assert state is not None
+    return state
+
+
+async def start_rollout(
+    hass: HomeAssistant, entry: MockConfigEntry, device_ids: list[str], **data: Any
+) -> str:
+    """Start a rollout of 1.1.0 to console devices, one device per wave; return its id."""
+    registry = dr.async_get(hass)
+    targets = []
+    for device_id in device_ids:
+        device = registry.async_get_device_by_identifier((DOMAIN, device_id), entry.entry_id)
+        assert device is not None
+        targets.append(device.id)
+    response = await hass.services.async_call(
+        DOMAIN,
+        "start_rollout",
+        {"device_id": targets, "version": "1.1.0", "canary_count": 1, "wave_size": 1, **data},
+        blocking=True,
+        return_response=True,
+    )
+    await hass.async_block_till_done()
+    assert response is not None
+    rollout_id = response["rollout_id"]
+    assert isinstance(rollout_id, str)
+    return rollout_id
+
+
+async def rollout_action(hass: HomeAssistant, service: str, rollout_id: str) -> None:
+    """Pause, resume or abort a rollout."""
+    await hass.services.async_call(DOMAIN, service, {"rollout": rollout_id}, blocking=True)
+    await hass.async_block_till_done()
+
+
+async def succeed(hass: HomeAssistant, device_id: str) -> None:
+    """Let a device apply the package and reboot."""
+    await fire(hass, ota_topic(device_id), report(1))
+    await fire(hass, stat_topic(device_id), stat_payload())
+
+
+async def test_rollout_sensor_follows_a_rollout(
+    hass: HomeAssistant, setup_integration: MockConfigEntry, entity_registry: er.EntityRegistry
+) -> None:
+    """Idle, then running, paused, running again wave by wave, finished."""
+    state = rollout_sensor(hass)
+    assert state.state == "idle"
+    assert state.attributes[ATTR_DEVICE_CLASS] == SensorDeviceClass.ENUM
+    assert state.attributes[ATTR_OPTIONS] == ["idle", "running", "paused", "finished", "aborted"]
+    assert "rollout_id" not in state.attributes
+    entry = entity_registry.async_get(ROLLOUT_ID)
+    assert entry is not None
+    assert entry.unique_id == f"{setup_integration.entry_id}_rollout"
+    assert entry.translation_key == "rollout"
+
+    await register(hass, "1.1.0")
+    rollout_id = await start_rollout(
+        hass, setup_integration, [DEVICE_ID, OTHER_DEVICE_ID], name="night"
+    )
+    state = rollout_sensor(hass)
+    assert state.state == "running"
+    assert state.attributes == state.attributes | {
+        "rollout_id": rollout_id,
+        "name": "night",
+        "version": "1.1.0",
+        "file_id": PACKAGE_ID,
+        "counts": {"pending": 1, "skipped": 0, "queued": 1, "succeeded": 0, "failed": 0},
+        "current_wave": 1,
+        "wave_count": 2,
+        "pause_reason": None,
+        "active_rollouts": 1,
+    }
+    assert value(hass, PENDING_ID) == (1, ["Sensor 1"])
+
+    await rollout_action(hass, "pause_rollout", rollout_id)
+    state = rollout_sensor(hass)
+    assert state.state == "paused"
+    assert state.attributes["pause_reason"] == "paused by the user"
+
+    await rollout_action(hass, "resume_rollout", rollout_id)
+    assert rollout_sensor(hass).state == "running"
+
+    # The canary succeeds: the second wave starts.
+    await succeed(hass, DEVICE_ID)
+    state = rollout_sensor(hass)
+    assert state.state == "running"
+    assert state.attributes["current_wave"] == 2
+    assert state.attributes["counts"] == {
+        "pending": 0,
+        "skipped": 0,
+        "queued": 1,
+        "succeeded": 1,
+        "failed": 0,
+    }
+
+    await succeed(hass, OTHER_DEVICE_ID)
+    state = rollout_sensor(hass)
+    assert state.state == "finished"
+    assert state.attributes["counts"]["succeeded"] == 2
+    assert state.attributes["active_rollouts"] == 0
+    assert value(hass, OUTDATED_ID) == (0, [])
+
+
+async def test_rollout_under_way_wins_over_a_newer_ended_one(
+    hass: HomeAssistant, setup_integration: MockConfigEntry
+) -> None:
+    """A running rollout stays shown when a newer one is aborted; then the newest is shown."""
+    await register(hass, "1.1.0")
+    first = await start_rollout(hass, setup_integration, [DEVICE_ID], name="first")
+    second = await start_rollout(hass, setup_integration, [OTHER_DEVICE_ID], name="second")
+    assert rollout_sensor(hass).attributes["active_rollouts"] == 2
+    assert rollout_sensor(hass).attributes["rollout_id"] == second
+
+    await rollout_action(hass, "abort_rollout", second)
+    state = rollout_sensor(hass)
+    assert (state.state, state.attributes["rollout_id"]) == ("running", first)
+    assert state.attributes["active_rollouts"] == 1
+
+    await rollout_action(hass, "abort_rollout", first)
+    state = rollout_sensor(hass)
+    assert (state.state, state.attributes["rollout_id"]) == ("aborted", second)

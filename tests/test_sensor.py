@@ -259,9 +259,9 @@ async def test_new_device_gets_entities_without_reload(
 
     assert sensor(hass, "sensor.sensor_2_ota_status").state == "idle"
     assert hass.states.get("event.sensor_2_ota_result") is not None
-    # One of each per device, the first device's kept as they were (and the account's three
-    # fleet sensors, which are no device's).
-    assert len(hass.states.async_entity_ids("sensor")) == 2 + 3
+    # One of each per device, the first device's kept as they were (and the account's four
+    # sensors, which are no console device's).
+    assert len(hass.states.async_entity_ids("sensor")) == 2 + 4
     assert len(hass.states.async_entity_ids("event")) == 2
     assert {
         entry.unique_id

@@ -1,7 +1,7 @@
 """The sensors: an OTA status per device; fleet counts per account (config entry).
 
 Each device's sensor tells where its last OTA job is. The account's service device carries the
-fleet summary: devices outdated, jobs pending, jobs failed in the last 24 h.
+fleet summary (devices outdated, jobs pending, jobs failed in the last 24 h) and its rollout.
 """
 
 from abc import abstractmethod
@@ -21,6 +21,7 @@ from homeassistant.util import dt as dt_util
 from .const import DOMAIN, MANUFACTURER
 from .coordinator import InsighioOtaConfigEntry, InsighioOtaCoordinator
 from .entity import InsighioOtaEntity, async_add_entities_per_device
+from .rollout import Rollout, RolloutState
 from .tracker import JobState, OtaJob, signal_device_updated
 
 # The entity only reads the tracker's memory; nothing to throttle.
@@ -56,6 +57,7 @@ async def async_setup_entry(
             InsighioOtaOutdatedSensor(entry),
             InsighioOtaJobsPendingSensor(entry),
             InsighioOtaJobsFailedSensor(entry),
+            InsighioOtaRolloutSensor(entry),
         ]
     )
     async_add_entities_per_device(entry, async_add_entities, InsighioOtaStatusSensor)
@@ -302,4 +304,62 @@ class InsighioOtaJobsFailedSensor(InsighioOtaFleetSensor):
         await super().async_added_to_hass()
         self.async_on_remove(
             async_track_time_interval(self.hass, self._on_timer, FAILED_WINDOW_REFRESH)
+        )
+
+
+# -- the account: the rollout sensor ---------------------------------------------------------------
+
+ROLLOUT_OPTIONS: Final = [STATE_IDLE, *(state.value for state in RolloutState)]
+
+
+class InsighioOtaRolloutSensor(InsighioOtaAccountEntity, SensorEntity):
+    """The state of the account's rollout under way, else of its last one; `idle` before any.
+
+    Under way (running or paused) wins over newer ended ones, so a rollout that needs attention
+    is never hidden by one that finished meanwhile. Its counts per device status, wave and pause
+    reason are attributes; `active_rollouts` tells when more than one is under way.
+    """
+
+    _attr_device_class = SensorDeviceClass.ENUM
+    _attr_options = ROLLOUT_OPTIONS
+
+    def __init__(self, entry: InsighioOtaConfigEntry) -> None:
+        """Create the sensor of the account."""
+        super().__init__(entry, "rollout")
+
+    def _shown(self) -> Rollout | None:
+        rollouts = self.runtime_data.rollouts.rollouts
+        active = [rollout for rollout in rollouts if rollout.active]
+        candidates = active or rollouts
+        return candidates[-1] if candidates else None
+
+    @property
+    def native_value(self) -> str:
+        """Return the rollout's state, `idle` when the account has none."""
+        rollout = self._shown()
+        return STATE_IDLE if rollout is None else rollout.state.value
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any] | None:
+        """Return what the rollout is, how far it got and why it is paused."""
+        if (rollout := self._shown()) is None:
+            return None
+        return {
+            "rollout_id": rollout.rollout_id,
+            "name": rollout.name,
+            "version": rollout.version,
+            "file_id": rollout.file_id,
+            "counts": rollout.counts(),
+            "current_wave": rollout.current_wave,
+            "wave_count": rollout.wave_count,
+            "pause_reason": rollout.pause_reason,
+            "next_wave_at": rollout.next_wave_at,
+            "active_rollouts": sum(1 for r in self.runtime_data.rollouts.rollouts if r.active),
+        }
+
+    async def async_added_to_hass(self) -> None:
+        """Follow every change of the account's rollouts."""
+        await super().async_added_to_hass()
+        self.async_on_remove(
+            self.runtime_data.rollouts.async_add_listener(self.async_write_ha_state)
         )
