@@ -97,3 +97,20 @@ async def test_cancel_ignores_devices_it_does_not_know(
             blocking=True,
         )
     assert exc_info.value.translation_key == "nothing_to_cancel"
+
+
+async def test_account_device_is_not_a_target(
+    hass: HomeAssistant, setup_integration: MockConfigEntry, mqtt_mock: Any
+) -> None:
+    """Targeting the account's fleet sensor reaches no console device (nothing to cancel)."""
+    await register(hass)
+    await install(hass)
+    with pytest.raises(ServiceValidationError) as exc_info:
+        await hass.services.async_call(
+            DOMAIN,
+            "cancel",
+            {"entity_id": "sensor.user_example_test_jobs_pending"},
+            blocking=True,
+        )
+    assert exc_info.value.translation_key == "nothing_to_cancel"
+    assert hass.states.get("update.sensor_1_firmware").attributes["ota_state"] == "queued"

@@ -366,10 +366,12 @@ def _targeted_registry_devices(
         device = device_registry.async_get(device_id)
         if device is None or (entry := loaded.get(device.config_entry_id)) is None:
             continue
+        # The account's own device (fleet sensors) carries our domain too, with the entry id as
+        # its identifier: it is no console device.
         targets.extend(
             (entry, identifier, device)
             for domain, identifier in device.identifiers
-            if domain == DOMAIN
+            if domain == DOMAIN and identifier != entry.entry_id
         )
     return targets
 
