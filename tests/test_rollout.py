@@ -654,3 +654,17 @@ async def test_publish_failing_mid_wave_stops_the_wave(
         "Sensor 03": "pending",
     }
     assert the_rollout(registered, response["rollout_id"]).state is RolloutState.PAUSED
+
+
+def test_devices_are_ordered_as_people_count() -> None:
+    """Sensor 2 comes before Sensor 10 in the waves: digit runs compare as numbers."""
+    from custom_components.insighio_ota.rollout import _natural_key  # noqa: PLC0415
+
+    names = ["Sensor 10", "sensor 2", "Sensor 1", "Alpha", "Sensor 20"]
+    assert sorted(names, key=_natural_key) == [
+        "Alpha",
+        "Sensor 1",
+        "sensor 2",
+        "Sensor 10",
+        "Sensor 20",
+    ]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+import re
 from typing import Any, Final
 import uuid
 
@@ -377,7 +378,7 @@ class RolloutManager:
                         translation_key="device_in_rollout",
                         translation_placeholders={"device": device_name, "rollout": other.name},
                     )
-        ordered = sorted(devices.items(), key=lambda item: (item[1].casefold(), item[0]))
+        ordered = sorted(devices.items(), key=lambda item: (_natural_key(item[1]), item[0]))
         now = dt_util.now()
         rollout = Rollout(
             rollout_id=uuid.uuid4().hex[:12],
@@ -708,3 +709,12 @@ class RolloutManager:
 
     async def _async_save(self) -> None:
         await self._store.async_save({"rollouts": [r.as_dict() for r in self._rollouts.values()]})
+
+
+def _natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort "Sensor 2" before "Sensor 10": digit runs compare as numbers."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part)
+        for part in re.split(r"(\d+)", name.casefold())
+        if part
+    )
