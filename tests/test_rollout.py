@@ -10,6 +10,8 @@ from homeassistant.const import CONF_EMAIL
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr, issue_registry as ir
+from homeassistant.util import dt as dt_util
+import probatio
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
@@ -668,3 +670,36 @@ def test_devices_are_ordered_as_people_count() -> None:
         "Sensor 10",
         "Sensor 20",
     ]
+
+
+async def test_rollout_window_holds_its_requests(
+    hass: HomeAssistant,
+    registered: MockConfigEntry,
+    mqtt_mock: Any,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A rollout with its own night window holds the canary's request until the window opens."""
+    freezer.move_to(dt_util.now().replace(hour=12, minute=0, second=0, microsecond=0))
+    response = await start(
+        hass, registered, ["Sensor 01"], window_start="01:00", window_end="05:00"
+    )
+
+    rollout = the_rollout(registered, response["rollout_id"])
+    assert rollout.window is not None
+    assert requested(mqtt_mock) == []
+    job = registered.runtime_data.tracker.job(ID["Sensor 01"])
+    assert job is not None
+    assert job.held_until is not None
+
+    opening = dt_util.now().replace(hour=1, minute=0) + timedelta(days=1)
+    await tick(hass, freezer, opening - dt_util.now() + timedelta(seconds=1))
+
+    assert requested(mqtt_mock) == ["Sensor 01"]
+
+
+async def test_rollout_window_needs_both_ends(
+    hass: HomeAssistant, registered: MockConfigEntry
+) -> None:
+    """One end of a window alone is refused by the action's schema."""
+    with pytest.raises(probatio.Invalid):
+        await start(hass, registered, ["Sensor 01"], window_start="01:00")

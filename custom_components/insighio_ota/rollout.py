@@ -15,7 +15,7 @@ restart resumes them: a job that ended while HA was down counts by its end.
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from enum import StrEnum
 import re
 from typing import Any, Final
@@ -105,6 +105,9 @@ class Rollout:
     failure_threshold_count: int | None = None
     failure_threshold_percent: float | None = None
     pause_between_waves: float = 0
+    # A maintenance window of this rollout ("HH:MM:SS" local), instead of the entry's.
+    window_start: str | None = None
+    window_end: str | None = None
     state: RolloutState = RolloutState.RUNNING
     pause_reason: str | None = None
     wave_index: int = 0
@@ -117,6 +120,13 @@ class Rollout:
     def current_wave(self) -> int:
         """Return the wave under way, 1-based for display."""
         return self.wave_index + 1
+
+    @property
+    def window(self) -> tuple[time, time] | None:
+        """Return the rollout's own maintenance window, if it has one."""
+        if self.window_start is None or self.window_end is None:
+            return None
+        return time.fromisoformat(self.window_start), time.fromisoformat(self.window_end)
 
     @property
     def wave_count(self) -> int:
@@ -363,6 +373,7 @@ class RolloutManager:
         failure_threshold_count: int | None = None,
         failure_threshold_percent: float | None = None,
         pause_between_waves: timedelta = timedelta(0),
+        window: tuple[time, time] | None = None,
     ) -> Rollout:
         """Plan a rollout of `package` to `devices` (console id -> name) and start its canary.
 
@@ -393,6 +404,8 @@ class RolloutManager:
             failure_threshold_count=failure_threshold_count,
             failure_threshold_percent=failure_threshold_percent,
             pause_between_waves=pause_between_waves.total_seconds(),
+            window_start=window[0].isoformat() if window else None,
+            window_end=window[1].isoformat() if window else None,
         )
         self._rollouts[rollout.rollout_id] = rollout
         self._prune()
@@ -599,7 +612,10 @@ class RolloutManager:
                 self._tracker, self._catalogue, self._devices(), device.device_id, package
             )
             await self._tracker.async_request(
-                device.device_id, console_device.control_channel, package
+                device.device_id,
+                console_device.control_channel,
+                package,
+                window=rollout.window,
             )
         except ServiceValidationError as err:
             device.status, device.reason = DeviceStatus.SKIPPED, str(err)

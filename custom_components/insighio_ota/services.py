@@ -78,6 +78,8 @@ ATTR_MAX_OPEN: Final = "max_open"
 ATTR_FAILURE_THRESHOLD_COUNT: Final = "failure_threshold_count"
 ATTR_FAILURE_THRESHOLD_PERCENT: Final = "failure_threshold_percent"
 ATTR_PAUSE_BETWEEN_WAVES: Final = "pause_between_waves"
+ATTR_WINDOW_START: Final = "window_start"
+ATTR_WINDOW_END: Final = "window_end"
 RESULT_QUEUED: Final = "queued"
 RESULT_REFUSED: Final = "refused"
 EVENT_INSTALL_REFUSED: Final = "insighio_ota_install_refused"
@@ -147,6 +149,8 @@ START_ROLLOUT_SCHEMA = cv.make_entity_service_schema(
             probatio.Coerce(float), probatio.Range(min=0, max=100, min_included=False)
         ),
         probatio.Optional(ATTR_PAUSE_BETWEEN_WAVES, default=timedelta(0)): cv.positive_time_period,
+        probatio.Inclusive(ATTR_WINDOW_START, "window"): cv.time,
+        probatio.Inclusive(ATTR_WINDOW_END, "window"): cv.time,
     }
 )
 ROLLOUT_SCHEMA = probatio.Schema(
@@ -476,6 +480,11 @@ async def _async_start_rollout_action(call: ServiceCall) -> ServiceResponse:
         failure_threshold_count=call.data.get(ATTR_FAILURE_THRESHOLD_COUNT),
         failure_threshold_percent=call.data.get(ATTR_FAILURE_THRESHOLD_PERCENT),
         pause_between_waves=call.data[ATTR_PAUSE_BETWEEN_WAVES],
+        window=(
+            (call.data[ATTR_WINDOW_START], call.data[ATTR_WINDOW_END])
+            if ATTR_WINDOW_START in call.data
+            else None
+        ),
     )
     return rollout.summary()
 

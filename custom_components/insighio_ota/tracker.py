@@ -132,20 +132,24 @@ class TrackerSettings:
         )
 
     def held_until(self, now: datetime) -> datetime | None:
-        """Return when the maintenance window next opens, or None when `now` may publish.
+        """Return when the entry's maintenance window next opens, None when `now` may publish."""
+        return window_opening(now, self.window_start, self.window_end)
 
-        The window is in local time; a start after its end spans midnight (22:00-04:00).
-        Without a window, or with start equal to end, every moment may publish.
-        """
-        start, end = self.window_start, self.window_end
-        if start is None or end is None or start == end:
-            return None
-        moment = now.time()
-        inside = start <= moment < end if start < end else (moment >= start or moment < end)
-        if inside:
-            return None
-        opening = now.replace(hour=start.hour, minute=start.minute, second=0, microsecond=0)
-        return opening if opening > now else opening + timedelta(days=1)
+
+def window_opening(now: datetime, start: time | None, end: time | None) -> datetime | None:
+    """Return when a maintenance window next opens, or None when `now` may publish.
+
+    The window is in local time; a start after its end spans midnight (22:00-04:00).
+    Without a window, or with start equal to end, every moment may publish.
+    """
+    if start is None or end is None or start == end:
+        return None
+    moment = now.time()
+    inside = start <= moment < end if start < end else (moment >= start or moment < end)
+    if inside:
+        return None
+    opening = now.replace(hour=start.hour, minute=start.minute, second=0, microsecond=0)
+    return opening if opening > now else opening + timedelta(days=1)
 
 
 def _parse_time(value: Any) -> time | None:
@@ -476,8 +480,19 @@ class OtaTracker:
                 },
             )
 
-    async def async_request(self, device_id: str, control_channel: str, package: Package) -> None:
-        """Publish the retained OTA request for a package and open a job."""
+    async def async_request(
+        self,
+        device_id: str,
+        control_channel: str,
+        package: Package,
+        *,
+        window: tuple[time, time] | None = None,
+    ) -> None:
+        """Publish the retained OTA request for a package and open a job.
+
+        Outside the maintenance window (`window`, else the entry's) the request is held and
+        published when the window opens.
+        """
         if self.in_progress(device_id):
             raise HomeAssistantError(
                 translation_domain=DOMAIN,
@@ -487,7 +502,11 @@ class OtaTracker:
         self.check_guards(device_id, package)
         OtaRequest(package.file_id, package.file_type, package.size)  # Checked before anything.
         now = dt_util.utcnow()
-        held_until = self._settings().held_until(dt_util.now())
+        held_until = (
+            window_opening(dt_util.now(), *window)
+            if window is not None
+            else self._settings().held_until(dt_util.now())
+        )
         start = dt_util.as_utc(held_until) if held_until else now
         job = OtaJob(
             job_id=uuid.uuid4().hex[:12],
