@@ -995,7 +995,11 @@ class Demo:
                 f"{child.name} exited unexpectedly (exit code {rc})",
                 (child.report_log or child.log),
             )
-        say(f"\ndemo: {signame[0] if signame else 'signal'} received, stopping everything ...")
+        received = signame[0] if signame else "signal"
+        say(f"\ndemo: {received} received, stopping everything ...")
+        if self.smoke:
+            # An interrupted smoke run proved nothing: it must not look like a pass.
+            return 1, f"smoke run interrupted by {received} before the update was applied", None
         return 0, None, None
 
     async def run(self) -> int:

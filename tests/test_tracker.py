@@ -7,7 +7,6 @@ cadence; cancel; install guards; HA restarts (replay of the retained request, a 
 while HA was down, late reports); job history and notifications.
 """
 
-from dataclasses import replace
 from datetime import timedelta
 import json
 import logging
@@ -16,7 +15,6 @@ from unittest.mock import patch
 
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components.mqtt.const import MQTT_PROCESSED_SUBSCRIPTIONS
-from homeassistant.components.persistent_notification import DOMAIN as PN_DOMAIN
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr
@@ -48,11 +46,9 @@ from custom_components.insighio_ota.const import (
 from custom_components.insighio_ota.tracker import (
     REPLAY_GRACE,
     JobState,
-    OtaTracker,
     TrackerSettings,
 )
 
-from . import conftest
 from .conftest import (
     CONTROL_CHANNEL,
     DATA_CHANNEL,
@@ -64,74 +60,31 @@ from .conftest import (
     stat_payload,
     stat_topic,
 )
+from .helpers import (
+    BOOT_COMMIT,
+    ENTITY_ID,
+    OLD_ID,
+    PACKAGE_COMMIT,
+    attributes,
+    fire,
+    install,
+    notification,
+    package_size,
+    publishes,
+    register,
+    report,
+    request_payload,
+    request_with_commit,
+    restart,
+    set_options,
+    telemetry_payload,
+    telemetry_topic,
+    tick,
+    tracker_of,
+)
 
-ENTITY_ID = "update.sensor_1_firmware"
-OLD_ID = "0ld0ld00"
 FOREIGN_ID = "deadbeef"
-NOTIFICATION_ID = f"{DOMAIN}_{DEVICE_ID}_ota"
-# The application commit the test package installs (its version.py names it, when it has one);
-# a package that names no commit is verified by any /stat.
-PACKAGE_COMMIT = "4f1c2a9"
-BOOT_COMMIT = "1a2b3c4"
 OTA_SUBSCRIPTION = f"channels/{CONTROL_CHANNEL}/messages/+/ota"
-
-
-def package_size() -> int:
-    """Return the size of the package the mocked console serves."""
-    return len(conftest.PACKAGE_BYTES)
-
-
-def request_payload(file_id: str = PACKAGE_ID, file_type: str = ".tar") -> str:
-    """Return the retained request as we publish it."""
-    return json.dumps(
-        [
-            {"n": "e", "v": 0},
-            {"n": "i", "vs": file_id},
-            {"n": "t", "vs": file_type},
-            {"n": "s", "v": package_size()},
-        ],
-        separators=(",", ":"),
-    )
-
-
-def report(code: int, file_id: str = PACKAGE_ID, reason: str | None = None) -> str:
-    """Return a status report in the firmware's own key order."""
-    records: list[dict[str, Any]] = [{"v": code, "n": "e"}, {"vs": file_id, "n": "i"}]
-    if reason is not None:
-        records.append({"vs": reason, "n": "m"})
-    return json.dumps(records)
-
-
-def telemetry_topic(device_id: str = DEVICE_ID) -> str:
-    """Return a device's telemetry topic on the data channel."""
-    return f"channels/{DATA_CHANNEL}/messages/{device_id}"
-
-
-def telemetry_payload(**values: Any) -> str:
-    """Return telemetry as the firmware sends it (base name and time on the first record)."""
-    records: list[dict[str, Any]] = [
-        {"n": "reset_cause", "bn": "240ac4542f45-", "bt": 1796315268, "v": 1},
-        {"n": "uptime", "u": "ms", "v": 70},
-    ]
-    records.extend({"n": name, "v": value} for name, value in values.items())
-    return json.dumps(records)
-
-
-async def fire(hass: HomeAssistant, topic: str, payload: str, *, retain: bool = False) -> None:
-    """Deliver an MQTT message to HA and let everything it causes run.
-
-    As with a real broker, `retain` is set only on the replay that follows a subscription;
-    HA's MQTT drops a second retained message on a topic, as a broker would never send one.
-    """
-    async_fire_mqtt_message(hass, topic, payload, retain=retain)
-    await hass.async_block_till_done()
-
-
-async def tick(hass: HomeAssistant, freezer: FrozenDateTimeFactory, delta: timedelta) -> None:
-    """Move the clock forward and run the timers that became due."""
-    freezer.tick(delta)
-    async_fire_time_changed(hass)
-    await hass.async_block_till_done()
 
 
 async def subscribed(hass: HomeAssistant) -> None:
@@ -146,84 +99,12 @@ async def subscribed(hass: HomeAssistant) -> None:
     await hass.async_block_till_done()
 
 
-async def register(
-    hass: HomeAssistant, version: str = "1.1.0", file_id: str = PACKAGE_ID, **data: Any
-) -> None:
-    """Register a package (the console serves the same bytes for every file id)."""
-    await hass.services.async_call(
-        DOMAIN,
-        "register_package",
-        {"file_id": file_id, "version": version, **data},
-        blocking=True,
-    )
-
-
-async def install(hass: HomeAssistant, version: str | None = None) -> None:
-    """Press Install (for a given version, when one is named)."""
-    data: dict[str, Any] = {"entity_id": ENTITY_ID}
-    if version is not None:
-        data["version"] = version
-    await hass.services.async_call("update", "install", data, blocking=True)
-    await hass.async_block_till_done()
-
-
-def tracker_of(entry: MockConfigEntry) -> OtaTracker:
-    """Return the entry's tracker."""
-    return entry.runtime_data.tracker
-
-
-async def request_with_commit(
-    hass: HomeAssistant,
-    entry: MockConfigEntry,
-    sw_commit: str | None = PACKAGE_COMMIT,
-    version: str = "1.1.0",
-) -> None:
-    """Request a registered package as if it named the application commit it installs."""
-    package = entry.runtime_data.catalogue.by_version(version)
-    assert package is not None
-    await tracker_of(entry).async_request(
-        DEVICE_ID, CONTROL_CHANNEL, replace(package, sw_commit=sw_commit)
-    )
-    await hass.async_block_till_done()
-
-
-async def set_options(hass: HomeAssistant, entry: MockConfigEntry, **options: Any) -> None:
-    """Change the entry's options; the tracker reads them at every use."""
-    hass.config_entries.async_update_entry(entry, options={**entry.options, **options})
-    await hass.async_block_till_done()
-
-
-async def restart(hass: HomeAssistant, entry: MockConfigEntry) -> None:
-    """Unload the entry and set it up again with the same storage, as an HA restart does."""
-    assert await hass.config_entries.async_unload(entry.entry_id)
-    await hass.async_block_till_done()
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
-
-
-def attributes(hass: HomeAssistant) -> dict[str, Any]:
-    """Return the update entity's attributes."""
-    state = hass.states.get(ENTITY_ID)
-    assert state is not None
-    return dict(state.attributes)
-
-
-def publishes(mqtt_mock: Any) -> list[tuple[Any, ...]]:
-    """Return the (topic, payload, qos, retain) of every publish so far."""
-    return [call.args for call in mqtt_mock.async_publish.call_args_list]
-
-
 CLEAR = (ota_topic(), "", 1, True)
 
 
 def events_states(events: list[Any]) -> list[str]:
     """Return the states of the captured status events."""
     return [event.data["state"] for event in events]
-
-
-def notification(hass: HomeAssistant) -> dict[str, Any] | None:
-    """Return our notification for the device, if any."""
-    return hass.data.get(PN_DOMAIN, {}).get(NOTIFICATION_ID)
 
 
 def _warnings(caplog: pytest.LogCaptureFixture, text: str) -> int:
@@ -1504,7 +1385,8 @@ async def test_install_unknown_version(
     await register(hass)
     mqtt_mock.async_publish.reset_mock()
 
-    with pytest.raises(HomeAssistantError) as exc_info:
+    # A wrong input, not an internal error: the REST API answers 400, not 500.
+    with pytest.raises(ServiceValidationError) as exc_info:
         await install(hass, "9.9.9")
 
     assert exc_info.value.translation_domain == DOMAIN

@@ -8,7 +8,7 @@ from homeassistant.components.update import (
     UpdateEntityFeature,
 )
 from homeassistant.core import HomeAssistant
-from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .catalogue import Package
@@ -117,7 +117,7 @@ class InsighioOtaUpdate(InsighioOtaEntity, UpdateEntity):
         catalogue = self.runtime_data.catalogue
         package = catalogue.by_version(version) if version is not None else self._latest()
         if package is None:
-            raise HomeAssistantError(
+            raise ServiceValidationError(
                 translation_domain=DOMAIN,
                 translation_key="unknown_version",
                 translation_placeholders={"version": str(version)},
