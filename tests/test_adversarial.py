@@ -33,52 +33,16 @@ from .conftest import (
     stat_payload,
     stat_topic,
 )
+from .helpers import (
+    ENTITY_ID,
+    clears,
+    install,
+    register,
+    report,
+    request_payload,
+)
 
-ENTITY_ID = "update.sensor_1_firmware"
 OTHER_CONTROL_CHANNEL = "c1c1c1c1-0000-4000-8000-000000000003"
-
-
-def report(code: int, file_id: str = PACKAGE_ID, reason: str | None = None) -> str:
-    """Return a status report in the firmware's own key order."""
-    records: list[dict[str, Any]] = [{"v": code, "n": "e"}, {"vs": file_id, "n": "i"}]
-    if reason is not None:
-        records.append({"vs": reason, "n": "m"})
-    return json.dumps(records)
-
-
-def request_payload(file_id: str = PACKAGE_ID) -> str:
-    """Return the retained request as the integration publishes it."""
-    return json.dumps(
-        [
-            {"n": "e", "v": 0},
-            {"n": "i", "vs": file_id},
-            {"n": "t", "vs": ".tar"},
-            {"n": "s", "v": 3987},
-        ],
-        separators=(",", ":"),
-    )
-
-
-async def register(hass: HomeAssistant, **data: Any) -> None:
-    """Register the test package (or another one)."""
-    await hass.services.async_call(
-        DOMAIN,
-        "register_package",
-        {"file_id": PACKAGE_ID, "version": "1.1.0", **data},
-        blocking=True,
-    )
-
-
-async def install(hass: HomeAssistant, entity_id: str = ENTITY_ID, **data: Any) -> None:
-    """Click Install."""
-    await hass.services.async_call(
-        "update", "install", {"entity_id": entity_id, **data}, blocking=True
-    )
-
-
-def clears(mqtt_mock: Any, topic: str) -> int:
-    """Return how many empty retained publishes (clears) went to a topic."""
-    return sum(1 for call in mqtt_mock.async_publish.call_args_list if call.args[:2] == (topic, ""))
 
 
 async def setup_entry_allowing_failure(hass: HomeAssistant, config_entry: MockConfigEntry) -> None:

@@ -3,7 +3,6 @@
 Each test names one way to break the lifecycle and, in its docstring, what should happen instead.
 """
 
-from dataclasses import replace
 from datetime import timedelta
 import json
 import logging
@@ -16,8 +15,6 @@ import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     async_capture_events,
-    async_fire_mqtt_message,
-    async_fire_time_changed,
 )
 
 from custom_components.insighio_ota.const import (
@@ -26,13 +23,9 @@ from custom_components.insighio_ota.const import (
     EVENT_OTA_STATUS,
 )
 from custom_components.insighio_ota.package import PackageFormatError, check_package
-from custom_components.insighio_ota.tracker import OtaTracker
 
-from . import conftest
 from .conftest import (
     API_KEY,
-    CONTROL_CHANNEL,
-    DATA_CHANNEL,
     DEVICE_ID,
     DEVICE_KEY,
     PACKAGE_ID,
@@ -41,88 +34,29 @@ from .conftest import (
     stat_topic,
     ustar_package,
 )
+from .helpers import (
+    BOOT_COMMIT,
+    ENTITY_ID,
+    NOTIFICATION_ID,
+    OLD_ID,
+    PACKAGE_COMMIT,
+    attributes,
+    fire,
+    install,
+    register,
+    report,
+    request_payload,
+    request_with_commit,
+    telemetry_payload,
+    telemetry_topic,
+    tick,
+    tracker_of,
+)
 
-ENTITY_ID = "update.sensor_1_firmware"
-OLD_ID = "0ld0ld00"
-PACKAGE_COMMIT = "4f1c2a9"
-BOOT_COMMIT = "1a2b3c4"
-NOTIFICATION_ID = f"{DOMAIN}_{DEVICE_ID}_ota"
 CANNOT_DOWNLOAD = "can not download"
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def request_payload(file_id: str = PACKAGE_ID) -> str:
-    """Return the retained request as the integration publishes it."""
-    return json.dumps(
-        [
-            {"n": "e", "v": 0},
-            {"n": "i", "vs": file_id},
-            {"n": "t", "vs": ".tar"},
-            {"n": "s", "v": len(conftest.PACKAGE_BYTES)},
-        ],
-        separators=(",", ":"),
-    )
-
-
-def report(code: int, file_id: str = PACKAGE_ID, reason: str | None = None) -> str:
-    """Return a status report in the firmware's own key order."""
-    records: list[dict[str, Any]] = [{"v": code, "n": "e"}, {"vs": file_id, "n": "i"}]
-    if reason is not None:
-        records.append({"vs": reason, "n": "m"})
-    return json.dumps(records)
-
-
-def telemetry_topic() -> str:
-    """Return the device's telemetry topic."""
-    return f"channels/{DATA_CHANNEL}/messages/{DEVICE_ID}"
-
-
-def telemetry_payload() -> str:
-    """Return telemetry as the firmware sends it."""
-    return json.dumps(
-        [
-            {"n": "reset_cause", "bn": "240ac4542f45-", "bt": 1796315268, "v": 1},
-            {"n": "uptime", "u": "ms", "v": 70},
-        ]
-    )
-
-
-async def fire(hass: HomeAssistant, topic: str, payload: str, *, retain: bool = False) -> None:
-    """Deliver an MQTT message and let everything it causes run."""
-    async_fire_mqtt_message(hass, topic, payload, retain=retain)
-    await hass.async_block_till_done()
-
-
-async def tick(hass: HomeAssistant, freezer: FrozenDateTimeFactory, delta: timedelta) -> None:
-    """Move the clock forward and run the timers that became due."""
-    freezer.tick(delta)
-    async_fire_time_changed(hass)
-    await hass.async_block_till_done()
-
-
-async def register(
-    hass: HomeAssistant, version: str = "1.1.0", file_id: str = PACKAGE_ID, **data: Any
-) -> None:
-    """Register a package (the mocked console serves the same bytes for every file id)."""
-    await hass.services.async_call(
-        DOMAIN, "register_package", {"file_id": file_id, "version": version, **data}, blocking=True
-    )
-
-
-async def install(hass: HomeAssistant, version: str | None = None) -> None:
-    """Press Install."""
-    data: dict[str, Any] = {"entity_id": ENTITY_ID}
-    if version is not None:
-        data["version"] = version
-    await hass.services.async_call("update", "install", data, blocking=True)
-    await hass.async_block_till_done()
-
-
-def tracker_of(entry: MockConfigEntry) -> OtaTracker:
-    """Return the entry's tracker."""
-    return entry.runtime_data.tracker
 
 
 def entity_state(hass: HomeAssistant) -> str:
@@ -130,23 +64,6 @@ def entity_state(hass: HomeAssistant) -> str:
     state = hass.states.get(ENTITY_ID)
     assert state is not None
     return state.state
-
-
-def attributes(hass: HomeAssistant) -> dict[str, Any]:
-    """Return the update entity's attributes."""
-    state = hass.states.get(ENTITY_ID)
-    assert state is not None
-    return dict(state.attributes)
-
-
-async def request_with_commit(hass: HomeAssistant, entry: MockConfigEntry) -> None:
-    """Request the registered 1.1.0 as a package that names the commit it installs."""
-    package = entry.runtime_data.catalogue.by_version("1.1.0")
-    assert package is not None
-    await tracker_of(entry).async_request(
-        DEVICE_ID, CONTROL_CHANNEL, replace(package, sw_commit=PACKAGE_COMMIT)
-    )
-    await hass.async_block_till_done()
 
 
 @pytest.fixture

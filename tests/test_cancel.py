@@ -11,7 +11,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.insighio_ota.const import DOMAIN
 
 from .conftest import DEVICE_ID, OTHER_DEVICE_ID, console_device, ota_topic
-from .test_adversarial import clears, install, register
+from .helpers import clears, install, register
 
 SENSOR_2 = "update.sensor_2_firmware"
 

@@ -17,13 +17,10 @@ from pytest_homeassistant_custom_component.common import (
 from custom_components.insighio_ota.const import EVENT_OTA_STATUS
 
 from .conftest import DEVICE_ID, OTHER_DEVICE_ID, PACKAGE_ID, ota_topic, stat_payload, stat_topic
+from .helpers import fire, install, register, report
 from .test_sensor import (  # noqa: F401  (`mock_console` serves a package the firmware accepts)
     EVENT_ID,
-    fire,
-    install,
     mock_console,
-    register,
-    report,
 )
 
 

@@ -1,7 +1,6 @@
 """The account's sensors: devices outdated, jobs pending, jobs failed in 24 h, the rollout."""
 
 from datetime import timedelta
-import json
 from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
@@ -17,7 +16,6 @@ from homeassistant.helpers import device_registry as dr, entity_registry as er
 import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
-    async_fire_mqtt_message,
     async_fire_time_changed,
 )
 from pytest_homeassistant_custom_component.test_util.aiohttp import AiohttpClientMocker
@@ -36,6 +34,7 @@ from .conftest import (
     stat_payload,
     stat_topic,
 )
+from .helpers import fire, install, report
 
 OUTDATED_ID = "sensor.user_example_test_devices_outdated"
 PENDING_ID = "sensor.user_example_test_jobs_pending"
@@ -51,20 +50,6 @@ def console_devices() -> list[dict[str, Any]]:
     return [console_device(DEVICE_ID, "Sensor 1"), console_device(OTHER_DEVICE_ID, "Sensor 2")]
 
 
-def report(code: int, reason: str | None = None) -> str:
-    """Return a device's status report about the default package."""
-    records: list[dict[str, Any]] = [{"v": code, "n": "e"}, {"vs": PACKAGE_ID, "n": "i"}]
-    if reason is not None:
-        records.append({"vs": reason, "n": "m"})
-    return json.dumps(records)
-
-
-async def fire(hass: HomeAssistant, topic: str, payload: str) -> None:
-    """Deliver an MQTT message and let everything it causes run."""
-    async_fire_mqtt_message(hass, topic, payload)
-    await hass.async_block_till_done()
-
-
 async def register(
     hass: HomeAssistant, version: str, file_id: str = PACKAGE_ID, **data: Any
 ) -> None:
@@ -75,12 +60,6 @@ async def register(
         {"file_id": file_id, "file_type": ".tar", "version": version, **data},
         blocking=True,
     )
-    await hass.async_block_till_done()
-
-
-async def install(hass: HomeAssistant, entity_id: str = "update.sensor_1_firmware") -> None:
-    """Press Install on a device's update entity."""
-    await hass.services.async_call("update", "install", {"entity_id": entity_id}, blocking=True)
     await hass.async_block_till_done()
 
 
@@ -200,7 +179,7 @@ async def test_pending_follows_jobs(
     await register(hass, "1.1.0")
     await install(hass)
     assert value(hass, PENDING_ID) == (1, ["Sensor 1"])
-    await install(hass, "update.sensor_2_firmware")
+    await install(hass, entity_id="update.sensor_2_firmware")
     assert value(hass, PENDING_ID) == (2, ["Sensor 1", "Sensor 2"])
 
     await fire(hass, ota_topic(DEVICE_ID), report(1))
@@ -222,7 +201,7 @@ async def test_failed_in_the_last_24_hours(
     """Failed, timed out and unknown ends count for 24 h each; the timer drops them after."""
     await register(hass, "1.1.0")
     await install(hass)
-    await fire(hass, ota_topic(DEVICE_ID), report(2, "can not apply"))
+    await fire(hass, ota_topic(DEVICE_ID), report(2, reason="can not apply"))
     assert value(hass, FAILED_ID) == (1, ["Sensor 1"])
     assert value(hass, PENDING_ID) == (0, [])
 
@@ -230,8 +209,8 @@ async def test_failed_in_the_last_24_hours(
     freezer.tick(timedelta(hours=12))
     async_fire_time_changed(hass)
     await install(hass)
-    await fire(hass, ota_topic(DEVICE_ID), report(2, "not enough space"))
-    await install(hass, "update.sensor_2_firmware")
+    await fire(hass, ota_topic(DEVICE_ID), report(2, reason="not enough space"))
+    await install(hass, entity_id="update.sensor_2_firmware")
     assert value(hass, FAILED_ID) == (2, ["Sensor 1"])  # Each job counts, each device once.
 
     # The first failure leaves the window at the next refresh after it is 24 h old.
@@ -266,8 +245,8 @@ async def test_device_list_changes(
 ) -> None:
     """Only listed devices count; a device listed later is followed like the others."""
     await register(hass, "1.1.0", sw_commit="4f1c2a9")
-    await install(hass, "update.sensor_2_firmware")
-    await fire(hass, ota_topic(OTHER_DEVICE_ID), report(2, "can not apply"))
+    await install(hass, entity_id="update.sensor_2_firmware")
+    await fire(hass, ota_topic(OTHER_DEVICE_ID), report(2, reason="can not apply"))
     assert value(hass, OUTDATED_ID) == (2, ["Sensor 1", "Sensor 2"])
     assert value(hass, FAILED_ID) == (1, ["Sensor 2"])
 

@@ -15,7 +15,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 from custom_components.insighio_ota.const import CONF_MIN_BATTERY_MV, DOMAIN
 
 from .conftest import PACKAGE_ID, console_device, ota_topic
-from .test_tracker import (
+from .helpers import (
     fire,
     publishes,
     register,

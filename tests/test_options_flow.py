@@ -31,7 +31,8 @@ from custom_components.insighio_ota.const import (
     DEFAULT_TIMEOUT_WAKES,
 )
 
-from .conftest import API, APP_FILES, PACKAGE_BYTES, PACKAGE_ID, ustar_package
+from .conftest import APP_FILES, PACKAGE_BYTES, PACKAGE_ID, ustar_package
+from .helpers import serve_download
 
 ENTITY_ID = "update.sensor_1_firmware"
 TRANSLATIONS = json.loads(
@@ -102,12 +103,6 @@ async def register(hass: HomeAssistant, file_id: str, version: str, **data: Any)
         {"file_id": file_id, "version": version, **data},
         blocking=True,
     )
-
-
-def serve_download(mock_console: AiohttpClientMocker, **response: Any) -> None:
-    """Make the download endpoint answer `response`."""
-    mock_console.clear_requests()
-    mock_console.get(f"{API}/packages/download", **response)
 
 
 # --- menu and settings -----------------------------------------------------------------------

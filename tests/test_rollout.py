@@ -6,7 +6,6 @@ from unittest.mock import patch
 
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components.persistent_notification import DOMAIN as PN_DOMAIN
-from homeassistant.const import CONF_EMAIL
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr, issue_registry as ir
@@ -17,9 +16,6 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.insighio_ota import rollout as rollout_module
 from custom_components.insighio_ota.const import (
-    CONF_API_KEY,
-    CONF_API_KEY_ID,
-    CONF_CONSOLE_URL,
     CONF_MIN_BATTERY_MV,
     DOMAIN,
     VERIFY_WINDOW,
@@ -32,14 +28,15 @@ from custom_components.insighio_ota.rollout import (
     plan_waves,
 )
 
-from .conftest import CONSOLE_URL, console_device, ota_topic, stat_payload, stat_topic
-from .test_tracker import (
+from .conftest import console_device, ota_topic, stat_payload, stat_topic
+from .helpers import (
     fire,
     publishes,
     register,
     report,
     restart,
     set_options,
+    setup_second_entry,
     telemetry_payload,
     telemetry_topic,
     tick,
@@ -510,20 +507,7 @@ async def test_two_entries_need_config_entry_id(
     hass: HomeAssistant, registered: MockConfigEntry
 ) -> None:
     """Targets in two accounts are refused: a rollout belongs to one."""
-    second = MockConfigEntry(
-        domain=DOMAIN,
-        title="other@example.test",
-        unique_id=f"{CONSOLE_URL}|other@example.test",
-        data={
-            CONF_CONSOLE_URL: CONSOLE_URL,
-            CONF_EMAIL: "other@example.test",
-            CONF_API_KEY: "other-key",
-            CONF_API_KEY_ID: "key-id-2",
-        },
-    )
-    second.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(second.entry_id)
-    await hass.async_block_till_done()
+    second = await setup_second_entry(hass)
     elsewhere = dr.async_get(hass).async_get_or_create(
         config_entry_id=second.entry_id, identifiers={(DOMAIN, "another-account-device")}
     )

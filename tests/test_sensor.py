@@ -2,7 +2,6 @@
 
 from datetime import timedelta
 import io
-import json
 import tarfile
 from typing import Any
 
@@ -14,12 +13,11 @@ from homeassistant.helpers import entity_registry as er
 import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
-    async_fire_mqtt_message,
     async_fire_time_changed,
 )
 from pytest_homeassistant_custom_component.test_util.aiohttp import AiohttpClientMocker
 
-from custom_components.insighio_ota.const import DEVICE_LIST_INTERVAL, DOMAIN
+from custom_components.insighio_ota.const import DEVICE_LIST_INTERVAL
 
 from .conftest import (
     API,
@@ -31,10 +29,10 @@ from .conftest import (
     stat_payload,
     stat_topic,
 )
+from .helpers import fire, install, register, report
 
 SENSOR_ID = "sensor.sensor_1_ota_status"
 EVENT_ID = "event.sensor_1_ota_result"
-UPDATE_ID = "update.sensor_1_firmware"
 
 
 def ustar_package() -> bytes:
@@ -57,39 +55,6 @@ def mock_console(
     mock_console.get(f"{API}/device/list", json=console_devices)
     mock_console.get(f"{API}/packages/download", content=ustar_package())
     return mock_console
-
-
-def report(code: int, file_id: str = PACKAGE_ID, reason: str | None = None) -> str:
-    """Return a device's status report in the firmware's key order."""
-    records: list[dict[str, Any]] = [{"v": code, "n": "e"}, {"vs": file_id, "n": "i"}]
-    if reason is not None:
-        records.append({"vs": reason, "n": "m"})
-    return json.dumps(records)
-
-
-async def fire(hass: HomeAssistant, topic: str, payload: str) -> None:
-    """Deliver an MQTT message and let everything it causes run."""
-    async_fire_mqtt_message(hass, topic, payload)
-    await hass.async_block_till_done()
-
-
-async def register(hass: HomeAssistant, version: str, file_id: str = PACKAGE_ID) -> None:
-    """Register a console package under a version label."""
-    await hass.services.async_call(
-        DOMAIN,
-        "register_package",
-        {"file_id": file_id, "file_type": ".tar", "version": version},
-        blocking=True,
-    )
-
-
-async def install(hass: HomeAssistant, version: str | None = None) -> None:
-    """Press Install on the device's update entity."""
-    data: dict[str, Any] = {"entity_id": UPDATE_ID}
-    if version is not None:
-        data["version"] = version
-    await hass.services.async_call("update", "install", data, blocking=True)
-    await hass.async_block_till_done()
 
 
 def sensor(hass: HomeAssistant, entity_id: str = SENSOR_ID) -> Any:

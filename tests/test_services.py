@@ -9,7 +9,6 @@ from typing import Any
 from unittest.mock import patch
 
 import aiohttp
-from homeassistant.const import CONF_EMAIL
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 import probatio
@@ -19,16 +18,11 @@ from pytest_homeassistant_custom_component.test_util.aiohttp import AiohttpClien
 
 from custom_components.insighio_ota.console import ConsoleClient, PackageDownload
 from custom_components.insighio_ota.const import (
-    CONF_API_KEY,
-    CONF_API_KEY_ID,
-    CONF_CONSOLE_URL,
     DOMAIN,
 )
 
 from .conftest import (
-    API,
     APP_FILES,
-    CONSOLE_URL,
     CONTROL_CHANNEL,
     DEVICE_ID,
     DEVICE_KEY,
@@ -37,6 +31,7 @@ from .conftest import (
     microfreezer_package,
     ustar_package,
 )
+from .helpers import serve_download, setup_second_entry
 
 ENTITY_ID = "update.sensor_1_firmware"
 SHA256 = hashlib.sha256(PACKAGE_BYTES).hexdigest()
@@ -57,12 +52,6 @@ def stored_packages(hass_storage: dict[str, Any], entry: MockConfigEntry) -> lis
     """Return the packages as saved in HA's storage."""
     key = f"{DOMAIN}.{entry.entry_id}.packages"
     return hass_storage[key]["data"]["packages"] if key in hass_storage else []
-
-
-def serve_download(mock_console: AiohttpClientMocker, **response: Any) -> None:
-    """Make the download endpoint answer `response` (the device list is not asked again)."""
-    mock_console.clear_requests()
-    mock_console.get(f"{API}/packages/download", **response)
 
 
 async def test_register_stores_size_and_sha256(
@@ -293,20 +282,7 @@ async def test_two_entries_need_config_entry_id(
     hass: HomeAssistant, setup_integration: MockConfigEntry, hass_storage: dict[str, Any]
 ) -> None:
     """With two accounts loaded the action must say which one; then it stores only there."""
-    second = MockConfigEntry(
-        domain=DOMAIN,
-        title="other@example.test",
-        unique_id=f"{CONSOLE_URL}|other@example.test",
-        data={
-            CONF_CONSOLE_URL: CONSOLE_URL,
-            CONF_EMAIL: "other@example.test",
-            CONF_API_KEY: "other-key",
-            CONF_API_KEY_ID: "key-id-2",
-        },
-    )
-    second.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(second.entry_id)
-    await hass.async_block_till_done()
+    second = await setup_second_entry(hass)
 
     with pytest.raises(ServiceValidationError) as exc_info:
         await register(hass)

@@ -15,7 +15,7 @@ from custom_components.insighio_ota.const import CONF_WINDOW_END, CONF_WINDOW_ST
 from custom_components.insighio_ota.tracker import TrackerSettings
 
 from .conftest import ota_topic, stat_payload, stat_topic
-from .test_tracker import (
+from .helpers import (
     BOOT_COMMIT,
     attributes,
     fire,
