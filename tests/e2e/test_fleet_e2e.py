@@ -17,7 +17,6 @@ from homeassistant.components.persistent_notification import DOMAIN as PN_DOMAIN
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import (
     device_registry as dr,
-    entity_registry as er,
     issue_registry as ir,
 )
 from homeassistant.util import dt as dt_util
@@ -48,6 +47,7 @@ from .conftest import (
     wait_for,
     wait_for_subscription,
 )
+from .helpers import entity_id_of, ota_topic, shown, start_console, start_devices
 
 WAKE = ("--wake-period", "1", "--listen-window", "1")
 FILE_ID = "4f1c2a9e"
@@ -69,10 +69,9 @@ async def _setup(
 ) -> tuple[Simulator, MockConfigEntry]:
     """Start the console with `devices` devices, set the integration up, register a package."""
     write_package(packages_dir, FILE_ID, "ustar", sw_commit=NEW_COMMIT)
-    console = await simulators(
-        "console", "--devices", str(devices), "--packages", str(packages_dir)
+    console, entry = await start_console(
+        simulators, setup_through_config_flow, packages_dir, devices
     )
-    entry = await setup_through_config_flow(console)
     await hass.services.async_call(
         DOMAIN,
         "register_package",
@@ -85,40 +84,10 @@ async def _setup(
     return console, entry
 
 
-async def _start_devices(
-    simulators: StartSimulator, mosquitto: int, console: Simulator, count: int, *options: str
-) -> Simulator:
-    return await simulators(
-        "devices",
-        "--devices",
-        str(count),
-        "--mqtt-port",
-        str(mosquitto),
-        "--console-url",
-        console.console_url,
-        *WAKE,
-        *options,
-    )
-
-
-def _ota_topic(console: Simulator, device_id: str) -> str:
-    return f"channels/{console.ready['control_channel']}/messages/{device_id}/ota"
-
-
-def _entity_id(hass: HomeAssistant, device_id: str) -> str:
-    entity_id = er.async_get(hass).async_get_entity_id("update", DOMAIN, f"{device_id}_firmware")
-    assert entity_id is not None
-    return entity_id
-
-
 def _ha_device_id(hass: HomeAssistant, entry: MockConfigEntry, device_id: str) -> str:
     device = dr.async_get(hass).async_get_device_by_identifier((DOMAIN, device_id), entry.entry_id)
     assert device is not None
     return device.id
-
-
-def _shown(hass: HomeAssistant, entity_id: str, state: JobState) -> bool:
-    return hass.states.get(entity_id).attributes.get("ota_state") == state.value
 
 
 @dataclass
@@ -147,7 +116,7 @@ async def record_traffic(
 
     async def _record(console: Simulator) -> Traffic:
         traffic = Traffic()
-        ota = _ota_topic(console, "+")
+        ota = ota_topic(console, "+")
         telemetry = f"channels/{console.ready['data_channel']}/messages/+"
 
         def _on_ota(message: mqtt.ReceiveMessage) -> None:
@@ -225,15 +194,16 @@ async def test_rollout_pauses_after_the_wave_that_crosses_the_threshold(
     third = sorted(index_of[device_id] for device_id in waves[2])
     first_failing = next(i for i in third if i + 1 in third)
     failing = {ids[first_failing], ids[first_failing + 1]}
-    await _start_devices(
+    await start_devices(
         simulators,
         mosquitto,
         console,
-        FLEET,
         "--failing-devices",
         str(FAILING),
         "--failing-from",
         str(first_failing),
+        count=FLEET,
+        wake=WAKE,
     )
 
     rollout = entry.runtime_data.rollouts.find("night")
@@ -257,7 +227,7 @@ async def test_rollout_pauses_after_the_wave_that_crosses_the_threshold(
         assert rollout.device(device_id).reason == "can not apply"
     for device_id in [d for wave in waves[:3] for d in wave if d not in failing]:
         assert statuses[device_id] == "succeeded"
-        assert _shown(hass, _entity_id(hass, device_id), JobState.VERIFIED)
+        assert shown(hass, entity_id_of(hass, device_id), JobState.VERIFIED)
         assert entry.runtime_data.tracker.stat(device_id).sw_commit == NEW_COMMIT
 
     # The user is told: a notification and a repair issue.
@@ -279,11 +249,11 @@ async def test_rollout_pauses_after_the_wave_that_crosses_the_threshold(
     for device_id in untouched:
         assert statuses[device_id] == "pending"
         assert tracker.job(device_id) is None
-        assert "ota_state" not in hass.states.get(_entity_id(hass, device_id)).attributes
+        assert "ota_state" not in hass.states.get(entity_id_of(hass, device_id)).attributes
         assert tracker.stat(device_id).sw_commit == INITIAL_SW_COMMIT
-    assert await retained_on(hass, _ota_topic(console, untouched[0])) == []
+    assert await retained_on(hass, ota_topic(console, untouched[0])) == []
     # Nothing at all is left retained: successes and `can not apply` were cleared.
-    assert await retained_on(hass, _ota_topic(console, "+")) == []
+    assert await retained_on(hass, ota_topic(console, "+")) == []
     failed_events = [e.data for e in events if e.data["state"] == JobState.FAILED.value]
     assert {data[ATTR_INSIGHIO_DEVICE_ID] for data in failed_events} == failing
     assert {data[ATTR_REASON] for data in failed_events} == {"can not apply"}
@@ -322,8 +292,8 @@ async def test_maintenance_window_holds_the_request_until_it_opens(
     """Outside the window nothing reaches the broker; at its start the request goes and applies."""
     console, entry = await _setup(hass, packages_dir, simulators, setup_through_config_flow, 1)
     device_id = console.devices[0]["id"]
-    entity_id = _entity_id(hass, device_id)
-    topic = _ota_topic(console, device_id)
+    entity_id = entity_id_of(hass, device_id)
+    topic = ota_topic(console, device_id)
     # A window from two to three hours from now (local time): now is outside it.
     now = dt_util.now()
     start, end = now + timedelta(hours=2), now + timedelta(hours=3)
@@ -338,7 +308,7 @@ async def test_maintenance_window_holds_the_request_until_it_opens(
     await hass.async_block_till_done()
     traffic = await record_traffic(console)
     requested = traffic.requested
-    await _start_devices(simulators, mosquitto, console, 1)
+    await start_devices(simulators, mosquitto, console, wake=WAKE)
     tracker = entry.runtime_data.tracker
     await wait_for(lambda: tracker.stat(device_id) is not None, 15, "the device's boot /stat")
     events = async_capture_events(hass, EVENT_OTA_STATUS)
@@ -362,7 +332,7 @@ async def test_maintenance_window_holds_the_request_until_it_opens(
     await hass.async_block_till_done()
     await wait_for(lambda: device_id in requested, 10, "the request at the window's start")
     assert hass.states.get(entity_id).attributes["ota_held_until"] is None
-    await wait_for(lambda: _shown(hass, entity_id, JobState.VERIFIED), 20, "the device to apply")
+    await wait_for(lambda: shown(hass, entity_id, JobState.VERIFIED), 20, "the device to apply")
     assert tracker.stat(device_id).sw_commit == NEW_COMMIT
     assert hass.states.get(entity_id).attributes["installed_version"] == VERSION
     assert [event.data["state"] for event in events] == ["queued", "applied", "verified"]

@@ -14,7 +14,7 @@ from typing import Any
 from homeassistant.components import mqtt
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
-from homeassistant.helpers import device_registry as dr, entity_registry as er
+from homeassistant.helpers import device_registry as dr
 from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import (
@@ -38,40 +38,20 @@ from .conftest import (
     wait_for,
     wait_for_our_subscriptions,
 )
+from .helpers import (
+    entity_id_of,
+    ota_topic,
+    shown,
+    start_console,
+    start_devices,
+    states,
+)
 
-WAKE = ("--wake-period", "1", "--listen-window", "2")
 FILE_ID = "4f1c2a9e"
 NEW_COMMIT = "9c8d7e6"
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-async def _start_devices(
-    simulators: StartSimulator, mosquitto: int, console: Simulator, *options: str
-) -> Simulator:
-    """Start one simulated device; `options` come after (and so override) the fast wake."""
-    return await simulators(
-        "devices",
-        "--devices",
-        "1",
-        "--mqtt-port",
-        str(mosquitto),
-        "--console-url",
-        console.console_url,
-        *WAKE,
-        *options,
-    )
-
-
-def _entity_id(hass: HomeAssistant, device_id: str) -> str:
-    entity_id = er.async_get(hass).async_get_entity_id("update", DOMAIN, f"{device_id}_firmware")
-    assert entity_id is not None
-    return entity_id
-
-
-def _ota_topic(console: Simulator, device_id: str) -> str:
-    return f"channels/{console.ready['control_channel']}/messages/{device_id}/ota"
 
 
 def _job(entry: MockConfigEntry, device_id: str) -> OtaJob | None:
@@ -85,17 +65,18 @@ def _job_state(entry: MockConfigEntry, device_id: str) -> JobState | None:
     return job.state if job is not None else None
 
 
-def _shown(hass: HomeAssistant, entity_id: str, state: JobState) -> bool:
-    """Return True once the entity shows the job in `state`: the tracker is done with it.
-
-    The tracker's job moves first, then the request is cleared, then the event fires and the
-    entities are written; waiting on the entity waits for all of it.
-    """
-    return hass.states.get(entity_id).attributes.get("ota_state") == state.value
+def _existing_job(entry: MockConfigEntry, device_id: str) -> OtaJob:
+    """Return the device's job, which must exist."""
+    job = _job(entry, device_id)
+    assert job is not None
+    return job
 
 
-def _states(events: list[Any]) -> list[str]:
-    return [event.data["state"] for event in events]
+async def _wait_on_broker(
+    entry: MockConfigEntry, device_id: str, what: str = "the broker to echo the request"
+) -> None:
+    """Wait until the broker echoed (or replayed) the device's retained request to us."""
+    await wait_for(lambda: (job := _job(entry, device_id)) is not None and job.on_broker, 10, what)
 
 
 async def _register(
@@ -172,10 +153,9 @@ async def _setup(
 ) -> tuple[Simulator, MockConfigEntry, str, str]:
     """Write a package, start the console and set the integration up; return the pieces."""
     write_package(packages_dir, FILE_ID, fmt, sw_commit=sw_commit)
-    console = await simulators("console", "--devices", "1", "--packages", str(packages_dir))
-    entry = await setup_through_config_flow(console)
+    console, entry = await start_console(simulators, setup_through_config_flow, packages_dir)
     device_id = console.devices[0]["id"]
-    return console, entry, device_id, _entity_id(hass, device_id)
+    return console, entry, device_id, entity_id_of(hass, device_id)
 
 
 # -- success ---------------------------------------------------------------------------------
@@ -195,7 +175,7 @@ async def test_success_verified_by_stat(
     package = await _register(hass, entry, FILE_ID, "1.1.0", sw_commit=NEW_COMMIT)
     assert package.sw_commit == NEW_COMMIT
     events = async_capture_events(hass, EVENT_OTA_STATUS)
-    await _start_devices(simulators, mosquitto, console)
+    await start_devices(simulators, mosquitto, console)
     tracker = entry.runtime_data.tracker
     await wait_for(lambda: tracker.stat(device_id) is not None, 15, "the device's boot /stat")
     assert tracker.stat(device_id).sw_commit == INITIAL_SW_COMMIT
@@ -203,24 +183,23 @@ async def test_success_verified_by_stat(
     await _install(hass, entity_id)
     assert hass.states.get(entity_id).attributes["in_progress"] is True
     await wait_for(
-        lambda: _shown(hass, entity_id, JobState.VERIFIED),
+        lambda: shown(hass, entity_id, JobState.VERIFIED),
         20,
         "the device to apply the package and its /stat to verify it",
     )
 
-    job = _job(entry, device_id)
-    assert job is not None
+    job = _existing_job(entry, device_id)
     assert job.sw_commit == NEW_COMMIT
     assert job.reason is None
     assert tracker.stat(device_id).sw_commit == NEW_COMMIT
-    assert _states(events) == ["queued", "applied", "verified"]
+    assert states(events) == ["queued", "applied", "verified"]
     state = hass.states.get(entity_id)
     assert state.attributes["in_progress"] is False
     assert state.attributes["installed_version"] == "1.1.0"
     device = dr.async_get(hass).async_get_device_by_identifier((DOMAIN, device_id), entry.entry_id)
     assert device is not None
     assert device.sw_version == "1.1.0"
-    assert await retained_on(hass, _ota_topic(console, device_id)) == []
+    assert await retained_on(hass, ota_topic(console, device_id)) == []
 
 
 # -- failures --------------------------------------------------------------------------------
@@ -242,22 +221,21 @@ async def test_not_enough_space(
     # Installed before the device's first /stat: with its free flash known, the install guard
     # would refuse the package before the device could.
     await _install(hass, entity_id)
-    await _start_devices(simulators, mosquitto, console, "--free-flash", str(package.size // 2))
+    await start_devices(simulators, mosquitto, console, "--free-flash", str(package.size // 2))
 
-    await wait_for(lambda: _shown(hass, entity_id, JobState.FAILED), 15, "the failure report")
+    await wait_for(lambda: shown(hass, entity_id, JobState.FAILED), 15, "the failure report")
     # The firmware follows "not enough space" with "can not download" in the same wake, and
     # retries at every wake until the request is cleared: give it wakes to do so.
     tracker = entry.runtime_data.tracker
     await _wait_for_wakes(entry, device_id, 2)
-    job = _job(entry, device_id)
-    assert job is not None
+    job = _existing_job(entry, device_id)
     assert job.reason == "not enough space"
     assert job.attempts == 0
-    assert _states(events) == ["queued", "failed"]
+    assert states(events) == ["queued", "failed"]
     assert events[-1].data["reason"] == "not enough space"
     assert [old["state"] for old in tracker.history(device_id)] == ["failed"]
     assert hass.states.get(entity_id).attributes["in_progress"] is False
-    assert await retained_on(hass, _ota_topic(console, device_id)) == []
+    assert await retained_on(hass, ota_topic(console, device_id)) == []
 
 
 async def test_can_not_download_until_the_retry_cap(
@@ -277,7 +255,7 @@ async def test_can_not_download_until_the_retry_cap(
     events = async_capture_events(hass, EVENT_OTA_STATUS)
     await _install(hass, entity_id)
     # Reports closer than 2 s count as one attempt delivered twice, so wake a little slower.
-    await _start_devices(simulators, mosquitto, console, "--wake-period", "2.5")
+    await start_devices(simulators, mosquitto, console, "--wake-period", "2.5")
 
     await wait_for(
         lambda: (job := _job(entry, device_id)) is not None and job.attempts == 1,
@@ -287,16 +265,15 @@ async def test_can_not_download_until_the_retry_cap(
     assert _job_state(entry, device_id) is JobState.QUEUED
     assert hass.states.get(entity_id).attributes["in_progress"] is True
     await wait_for(
-        lambda: _shown(hass, entity_id, JobState.FAILED), 15, "the second failed download"
+        lambda: shown(hass, entity_id, JobState.FAILED), 15, "the second failed download"
     )
-    job = _job(entry, device_id)
-    assert job is not None
+    job = _existing_job(entry, device_id)
     assert job.attempts == 2
     assert job.reason is not None
     assert job.reason.startswith("can not download")
-    assert _states(events) == ["queued", "failed"]
+    assert states(events) == ["queued", "failed"]
     assert hass.states.get(entity_id).attributes["in_progress"] is False
-    assert await retained_on(hass, _ota_topic(console, device_id)) == []
+    assert await retained_on(hass, ota_topic(console, device_id)) == []
 
 
 async def test_can_not_apply(
@@ -316,15 +293,14 @@ async def test_can_not_apply(
     write_package(packages_dir, FILE_ID, "gzip")
     events = async_capture_events(hass, EVENT_OTA_STATUS)
     await _install(hass, entity_id)
-    await _start_devices(simulators, mosquitto, console)
+    await start_devices(simulators, mosquitto, console)
 
-    await wait_for(lambda: _shown(hass, entity_id, JobState.FAILED), 15, "the failure report")
-    job = _job(entry, device_id)
-    assert job is not None
+    await wait_for(lambda: shown(hass, entity_id, JobState.FAILED), 15, "the failure report")
+    job = _existing_job(entry, device_id)
     assert job.reason == "can not apply"
-    assert _states(events) == ["queued", "failed"]
+    assert states(events) == ["queued", "failed"]
     assert hass.states.get(entity_id).attributes["in_progress"] is False
-    assert await retained_on(hass, _ota_topic(console, device_id)) == []
+    assert await retained_on(hass, ota_topic(console, device_id)) == []
     tracker = entry.runtime_data.tracker
     await wait_for(lambda: tracker.stat(device_id) is not None, 10, "the device's boot /stat")
     assert tracker.stat(device_id).sw_commit == INITIAL_SW_COMMIT
@@ -343,18 +319,14 @@ async def test_device_that_never_wakes_times_out(
     await _register(hass, entry, FILE_ID, "1.1.0")
     events = async_capture_events(hass, EVENT_OTA_STATUS)
     await _install(hass, entity_id)
-    topic = _ota_topic(console, device_id)
-    await wait_for(
-        lambda: (job := _job(entry, device_id)) is not None and job.on_broker,
-        10,
-        "the broker to echo the request",
-    )
+    topic = ota_topic(console, device_id)
+    await _wait_on_broker(entry, device_id)
     assert len(await retained_on(hass, topic)) == 1
 
     async_fire_time_changed(hass, dt_util.utcnow() + timedelta(hours=25))
     await hass.async_block_till_done()
-    await wait_for(lambda: _shown(hass, entity_id, JobState.TIMED_OUT), 10, "the queued timeout")
-    assert _states(events) == ["queued", "timed_out"]
+    await wait_for(lambda: shown(hass, entity_id, JobState.TIMED_OUT), 10, "the queued timeout")
+    assert states(events) == ["queued", "timed_out"]
     assert hass.states.get(entity_id).attributes["in_progress"] is False
     assert await retained_on(hass, topic) == []
 
@@ -376,25 +348,21 @@ async def test_cancel_while_queued(
     await _register(hass, entry, FILE_ID, "1.1.0", sw_commit=NEW_COMMIT)
     events = async_capture_events(hass, EVENT_OTA_STATUS)
     await _install(hass, entity_id)
-    topic = _ota_topic(console, device_id)
-    await wait_for(
-        lambda: (job := _job(entry, device_id)) is not None and job.on_broker,
-        10,
-        "the broker to echo the request",
-    )
+    topic = ota_topic(console, device_id)
+    await _wait_on_broker(entry, device_id)
 
     await hass.services.async_call(DOMAIN, "cancel", {"entity_id": entity_id}, blocking=True)
     assert _job_state(entry, device_id) is JobState.CANCELLED
     assert hass.states.get(entity_id).attributes["in_progress"] is False
     assert await retained_on(hass, topic) == []
 
-    await _start_devices(simulators, mosquitto, console)
+    await start_devices(simulators, mosquitto, console)
     tracker = entry.runtime_data.tracker
     await wait_for(lambda: tracker.stat(device_id) is not None, 15, "the device's boot /stat")
     await _wait_for_wakes(entry, device_id, 2)
     assert tracker.stat(device_id).sw_commit == INITIAL_SW_COMMIT
     assert _job_state(entry, device_id) is JobState.CANCELLED
-    assert _states(events) == ["queued", "cancelled"]
+    assert states(events) == ["queued", "cancelled"]
 
 
 async def test_restart_while_queued(
@@ -410,36 +378,27 @@ async def test_restart_while_queued(
     )
     await _register(hass, entry, FILE_ID, "1.1.0", sw_commit=NEW_COMMIT)
     await _install(hass, entity_id)
-    await wait_for(
-        lambda: (job := _job(entry, device_id)) is not None and job.on_broker,
-        10,
-        "the broker to echo the request",
-    )
+    await _wait_on_broker(entry, device_id)
 
     await _restart_entry(hass, entry, console)
     # The broker replays the retained request to the new subscription: the job is still queued.
-    await wait_for(
-        lambda: (job := _job(entry, device_id)) is not None and job.on_broker,
-        10,
-        "the broker to replay the request after the restart",
-    )
-    job = _job(entry, device_id)
-    assert job is not None
+    await _wait_on_broker(entry, device_id, "the broker to replay the request after the restart")
+    job = _existing_job(entry, device_id)
     assert job.state is JobState.QUEUED
     assert not job.request_gone
     assert hass.states.get(entity_id).attributes["in_progress"] is True
     events = async_capture_events(hass, EVENT_OTA_STATUS)
 
-    await _start_devices(simulators, mosquitto, console)
+    await start_devices(simulators, mosquitto, console)
     await wait_for(
-        lambda: _shown(hass, entity_id, JobState.VERIFIED),
+        lambda: shown(hass, entity_id, JobState.VERIFIED),
         20,
         "the device to apply the package and its /stat to verify it",
     )
-    assert _states(events) == ["applied", "verified"]
+    assert states(events) == ["applied", "verified"]
     assert entry.runtime_data.tracker.stat(device_id).sw_commit == NEW_COMMIT
     assert hass.states.get(entity_id).attributes["installed_version"] == "1.1.0"
-    assert await retained_on(hass, _ota_topic(console, device_id)) == []
+    assert await retained_on(hass, ota_topic(console, device_id)) == []
 
 
 async def test_restart_while_applied(
@@ -456,19 +415,18 @@ async def test_restart_while_applied(
     await _register(hass, entry, FILE_ID, "1.1.0", sw_commit=NEW_COMMIT)
     await _install(hass, entity_id)
     # A slow reboot leaves room for the restart between the applied report and the /stat.
-    await _start_devices(simulators, mosquitto, console, "--reboot-delay", "6")
-    await wait_for(lambda: _shown(hass, entity_id, JobState.APPLIED), 15, "the applied report")
+    await start_devices(simulators, mosquitto, console, "--reboot-delay", "6")
+    await wait_for(lambda: shown(hass, entity_id, JobState.APPLIED), 15, "the applied report")
 
     await _restart_entry(hass, entry, console)
-    job = _job(entry, device_id)
-    assert job is not None
+    job = _existing_job(entry, device_id)
     assert job.state is JobState.APPLIED, "the /stat came before the restart was over"
     assert job.awaiting_stat
     assert hass.states.get(entity_id).attributes["in_progress"] is True
     events = async_capture_events(hass, EVENT_OTA_STATUS)
 
-    await wait_for(lambda: _shown(hass, entity_id, JobState.VERIFIED), 15, "the reboot's /stat")
-    assert _states(events) == ["verified"]
+    await wait_for(lambda: shown(hass, entity_id, JobState.VERIFIED), 15, "the reboot's /stat")
+    assert states(events) == ["verified"]
     assert entry.runtime_data.tracker.stat(device_id).sw_commit == NEW_COMMIT
     state = hass.states.get(entity_id)
     assert state.attributes["in_progress"] is False
@@ -495,7 +453,7 @@ async def test_duplicate_reports(
     await _register(hass, entry, FILE_ID, "1.1.0")
     await _install(hass, entity_id)
     events = async_capture_events(hass, EVENT_OTA_STATUS)
-    topic = _ota_topic(console, device_id)
+    topic = ota_topic(console, device_id)
 
     # The same download failure twice within a second is one attempt, not the retry cap.
     for _ in range(2):
@@ -512,20 +470,18 @@ async def test_duplicate_reports(
         10,
         "the marker report",
     )
-    job = _job(entry, device_id)
-    assert job is not None
+    job = _existing_job(entry, device_id)
     assert job.attempts == 1
     assert job.state is JobState.QUEUED
 
     # The same final failure twice: one failed event, and the job keeps its first answer.
     for _ in range(2):
         await _publish_report(hass, topic, 2, FILE_ID, "can not apply")
-    await wait_for(lambda: _shown(hass, entity_id, JobState.FAILED), 10, "the failure")
+    await wait_for(lambda: shown(hass, entity_id, JobState.FAILED), 10, "the failure")
     # The check of the retained request takes long enough for the second report to come back.
     assert await retained_on(hass, topic) == []
-    assert _states(events) == ["failed"]
-    job = _job(entry, device_id)
-    assert job is not None
+    assert states(events) == ["failed"]
+    job = _existing_job(entry, device_id)
     assert job.reason == "can not apply"
     assert [old["state"] for old in entry.runtime_data.tracker.history(device_id)] == ["failed"]
 
@@ -544,7 +500,7 @@ async def test_foreign_file_id(
     await _register(hass, entry, FILE_ID, "1.1.0", sw_commit=NEW_COMMIT)
     await _install(hass, entity_id)
     events = async_capture_events(hass, EVENT_OTA_STATUS)
-    topic = _ota_topic(console, device_id)
+    topic = ota_topic(console, device_id)
 
     await _publish_report(hass, topic, 2, "0badf00d", "can not apply")
     await wait_for(
@@ -552,8 +508,7 @@ async def test_foreign_file_id(
         10,
         "the foreign report to be recorded",
     )
-    job = _job(entry, device_id)
-    assert job is not None
+    job = _existing_job(entry, device_id)
     assert job.state is JobState.QUEUED
     assert [(r["file_id"], r["code"], r["reason"]) for r in job.foreign_reports] == [
         ("0badf00d", 2, "can not apply")
@@ -561,13 +516,13 @@ async def test_foreign_file_id(
     assert hass.states.get(entity_id).attributes["in_progress"] is True
     assert events == []
 
-    await _start_devices(simulators, mosquitto, console)
+    await start_devices(simulators, mosquitto, console)
     await wait_for(
-        lambda: _shown(hass, entity_id, JobState.VERIFIED),
+        lambda: shown(hass, entity_id, JobState.VERIFIED),
         20,
         "the device to apply the right package",
     )
-    assert _states(events) == ["applied", "verified"]
+    assert states(events) == ["applied", "verified"]
 
 
 # -- registration ----------------------------------------------------------------------------
@@ -615,25 +570,21 @@ async def test_applied_while_home_assistant_was_down(
     )
     await _register(hass, entry, FILE_ID, "1.1.0", sw_commit=NEW_COMMIT)
     await _install(hass, entity_id)
-    await wait_for(
-        lambda: (job := _job(entry, device_id)) is not None and job.on_broker,
-        10,
-        "the broker to echo the request",
-    )
+    await _wait_on_broker(entry, device_id)
     assert await hass.config_entries.async_unload(entry.entry_id)
     await hass.async_block_till_done()
 
     # The device applies, reports to nobody, clears the request and reboots while HA is down.
     state_dir = packages_dir.parent / "device-state"
     state_file = state_dir / f"{device_id}.json"
-    devices = await _start_devices(simulators, mosquitto, console, "--state-dir", str(state_dir))
+    devices = await start_devices(simulators, mosquitto, console, "--state-dir", str(state_dir))
     await wait_for(
         lambda: state_file.exists() and NEW_COMMIT in state_file.read_text(),
         15,
         "the device to apply the package",
     )
     await hass.async_add_executor_job(stop_process, devices.process)
-    assert await retained_on(hass, _ota_topic(console, device_id)) == []
+    assert await retained_on(hass, ota_topic(console, device_id)) == []
 
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
@@ -648,7 +599,7 @@ async def test_applied_while_home_assistant_was_down(
     assert _job_state(entry, device_id) is JobState.QUEUED
 
     # The next power-on sends /stat with the package's commit.
-    await _start_devices(simulators, mosquitto, console, "--state-dir", str(state_dir))
-    await wait_for(lambda: _shown(hass, entity_id, JobState.VERIFIED), 15, "the power-on /stat")
-    assert _states(events) == ["verified"]
+    await start_devices(simulators, mosquitto, console, "--state-dir", str(state_dir))
+    await wait_for(lambda: shown(hass, entity_id, JobState.VERIFIED), 15, "the power-on /stat")
+    assert states(events) == ["verified"]
     assert hass.states.get(entity_id).attributes["installed_version"] == "1.1.0"

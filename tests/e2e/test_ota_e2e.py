@@ -1,43 +1,18 @@
 """A console package installed on a simulated device through a real broker, end to end."""
 
-import asyncio
 from pathlib import Path
 
-from homeassistant.components import mqtt
 from homeassistant.components.persistent_notification import (
     _async_get_or_create_notifications,
 )
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import async_capture_events
 
 from custom_components.insighio_ota.const import DOMAIN, EVENT_OTA_STATUS
 from simulator.packages import write_package
 
-from .conftest import SetupIntegration, StartSimulator, wait_for
-
-WAKE = ("--wake-period", "1", "--listen-window", "2")
-
-
-def _entity_id(hass: HomeAssistant, device_id: str) -> str:
-    entity_id = er.async_get(hass).async_get_entity_id("update", DOMAIN, f"{device_id}_firmware")
-    assert entity_id is not None
-    return entity_id
-
-
-async def _retained_on(hass: HomeAssistant, topic: str) -> list[str]:
-    """Subscribe afresh and return what the broker keeps retained on a topic."""
-    received: list[str] = []
-
-    def _collect(message: mqtt.ReceiveMessage) -> None:
-        if message.retain and message.payload:
-            received.append(str(message.payload))
-
-    unsubscribe = await mqtt.async_subscribe(hass, topic, _collect, qos=1)
-    # The broker sends retained messages right after the subscription; give it time to.
-    await asyncio.sleep(2)
-    unsubscribe()
-    return received
+from .conftest import SetupIntegration, StartSimulator, retained_on, wait_for
+from .helpers import entity_id_of, ota_topic, start_console, start_devices
 
 
 async def test_install_console_package_on_device(
@@ -49,22 +24,12 @@ async def test_install_console_package_on_device(
 ) -> None:
     """Register, install; the device applies it, HA shows the version, the request is gone."""
     write_package(packages_dir, "4f1c2a9e", "ustar", sw_commit="4f1c2a9")
-    console = await simulators("console", "--devices", "1", "--packages", str(packages_dir))
-    await setup_through_config_flow(console)
+    console, _ = await start_console(simulators, setup_through_config_flow, packages_dir)
     device = console.devices[0]
-    entity_id = _entity_id(hass, device["id"])
+    entity_id = entity_id_of(hass, device["id"])
     events = async_capture_events(hass, EVENT_OTA_STATUS)
 
-    await simulators(
-        "devices",
-        "--devices",
-        "1",
-        "--mqtt-port",
-        str(mosquitto),
-        "--console-url",
-        console.console_url,
-        *WAKE,
-    )
+    await start_devices(simulators, mosquitto, console)
     await wait_for(
         lambda: hass.states.get(entity_id).attributes["installed_version"] == "master@1a2b3c4",
         15,
@@ -94,8 +59,7 @@ async def test_install_console_package_on_device(
     assert state.attributes["installed_version"] == "1.1.0"
     assert state.attributes["in_progress"] is False
     assert [event.data["state"] for event in events] == ["queued", "applied", "verified"]
-    topic = f"channels/{console.ready['control_channel']}/messages/{device['id']}/ota"
-    assert await _retained_on(hass, topic) == []
+    assert await retained_on(hass, ota_topic(console, device["id"])) == []
 
 
 async def test_package_the_firmware_cannot_apply(
@@ -109,10 +73,9 @@ async def test_package_the_firmware_cannot_apply(
     # register_package refuses a real gzip, so a valid package is registered under the id and the
     # console's file is swapped for a real gzip afterwards (a re-upload in the console).
     write_package(packages_dir, "0badf00d", "microfreezer")
-    console = await simulators("console", "--devices", "1", "--packages", str(packages_dir))
-    await setup_through_config_flow(console)
+    console, _ = await start_console(simulators, setup_through_config_flow, packages_dir)
     device = console.devices[0]
-    entity_id = _entity_id(hass, device["id"])
+    entity_id = entity_id_of(hass, device["id"])
     events = async_capture_events(hass, EVENT_OTA_STATUS)
     await hass.services.async_call(
         DOMAIN,
@@ -122,16 +85,7 @@ async def test_package_the_firmware_cannot_apply(
     )
     write_package(packages_dir, "0badf00d", "gzip")
     await hass.services.async_call("update", "install", {"entity_id": entity_id}, blocking=True)
-    await simulators(
-        "devices",
-        "--devices",
-        "1",
-        "--mqtt-port",
-        str(mosquitto),
-        "--console-url",
-        console.console_url,
-        *WAKE,
-    )
+    await start_devices(simulators, mosquitto, console)
 
     await wait_for(
         lambda: hass.states.get(entity_id).attributes["ota_state"] == "failed",
@@ -145,5 +99,4 @@ async def test_package_the_firmware_cannot_apply(
     assert events[-1].data["reason"] == "can not apply"
     notifications = _async_get_or_create_notifications(hass)
     assert any("can not apply" in n["message"] for n in notifications.values())
-    topic = f"channels/{console.ready['control_channel']}/messages/{device['id']}/ota"
-    assert await _retained_on(hass, topic) == []
+    assert await retained_on(hass, ota_topic(console, device["id"])) == []
