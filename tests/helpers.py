@@ -132,6 +132,13 @@ async def set_options(hass: HomeAssistant, entry: MockConfigEntry, **options: An
     await hass.async_block_till_done()
 
 
+async def setup_entry_allowing_failure(hass: HomeAssistant, config_entry: MockConfigEntry) -> None:
+    """Set an entry up without asserting that it loads."""
+    config_entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+
+
 async def restart(hass: HomeAssistant, entry: MockConfigEntry) -> None:
     """Unload the entry and set it up again with the same storage, as an HA restart does."""
     assert await hass.config_entries.async_unload(entry.entry_id)

@@ -40,16 +40,10 @@ from .helpers import (
     register,
     report,
     request_payload,
+    setup_entry_allowing_failure,
 )
 
 OTHER_CONTROL_CHANNEL = "c1c1c1c1-0000-4000-8000-000000000003"
-
-
-async def setup_entry_allowing_failure(hass: HomeAssistant, config_entry: MockConfigEntry) -> None:
-    """Set an entry up without asserting that it loads."""
-    config_entry.add_to_hass(hass)
-    await hass.config_entries.async_setup(config_entry.entry_id)
-    await hass.async_block_till_done()
 
 
 async def teardown_entry(

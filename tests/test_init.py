@@ -28,8 +28,8 @@ from .conftest import (
     stat_payload,
     stat_topic,
 )
+from .helpers import ENTITY_ID, setup_entry_allowing_failure
 
-ENTITY_ID = "update.sensor_1_firmware"
 OTHER_ENTITY_ID = "update.sensor_2_firmware"
 
 
@@ -99,10 +99,8 @@ async def test_console_unreachable_retries_setup(
 ) -> None:
     """A console that cannot be reached makes HA retry the setup later."""
     aioclient_mock.get(f"{API}/device/list", status=502)
-    config_entry.add_to_hass(hass)
 
-    await hass.config_entries.async_setup(config_entry.entry_id)
-    await hass.async_block_till_done()
+    await setup_entry_allowing_failure(hass, config_entry)
 
     assert config_entry.state is ConfigEntryState.SETUP_RETRY
     assert hass.states.get(ENTITY_ID) is None
@@ -116,10 +114,8 @@ async def test_revoked_api_key_starts_reauth(
 ) -> None:
     """A revoked key (401 on the device list) asks the user to sign in again."""
     aioclient_mock.get(f"{API}/device/list", status=401)
-    config_entry.add_to_hass(hass)
 
-    await hass.config_entries.async_setup(config_entry.entry_id)
-    await hass.async_block_till_done()
+    await setup_entry_allowing_failure(hass, config_entry)
 
     assert config_entry.state is ConfigEntryState.SETUP_ERROR
     flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
@@ -131,10 +127,7 @@ async def test_without_mqtt_not_ready(
     hass: HomeAssistant, mock_console: AiohttpClientMocker, config_entry: MockConfigEntry
 ) -> None:
     """Without HA's MQTT integration the entry waits for it instead of failing for good."""
-    config_entry.add_to_hass(hass)
-
-    await hass.config_entries.async_setup(config_entry.entry_id)
-    await hass.async_block_till_done()
+    await setup_entry_allowing_failure(hass, config_entry)
 
     assert config_entry.state is ConfigEntryState.SETUP_RETRY
     assert config_entry.reason == "Home Assistant's MQTT integration is not available yet"
