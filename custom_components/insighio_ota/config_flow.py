@@ -183,6 +183,61 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
             errors=errors,
         )
 
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Move the account to another console address; a new API key is made there.
+
+        The account (its email) stays the same: an API key belongs to one console, so the
+        password is asked again, and the entry reloads with the new address and key.
+        """
+        entry = self._get_reconfigure_entry()
+        email: str = entry.data[CONF_EMAIL]
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            try:
+                console_url = normalize_console_url(user_input[CONF_CONSOLE_URL])
+            except ValueError:
+                errors[CONF_CONSOLE_URL] = "invalid_url"
+            else:
+                unique_id = f"{console_url}|{email.lower()}"
+                if unique_id != entry.unique_id:
+                    await self.async_set_unique_id(unique_id)
+                    self._abort_if_unique_id_configured()
+                api_key = await self._async_create_api_key(
+                    console_url, email, user_input[CONF_PASSWORD], errors
+                )
+                if api_key is not None:
+                    return self.async_update_reload_and_abort(
+                        entry,
+                        unique_id=unique_id,
+                        data_updates={
+                            CONF_CONSOLE_URL: console_url,
+                            CONF_API_KEY: api_key.value,
+                            CONF_API_KEY_ID: api_key.key_id,
+                        },
+                    )
+        return self.async_show_form(
+            step_id="reconfigure",
+            data_schema=probatio.Schema(
+                {
+                    probatio.Required(
+                        CONF_CONSOLE_URL,
+                        default=(user_input or {}).get(
+                            CONF_CONSOLE_URL, entry.data[CONF_CONSOLE_URL]
+                        ),
+                    ): TextSelector(TextSelectorConfig(type=TextSelectorType.URL)),
+                    probatio.Required(CONF_PASSWORD): TextSelector(
+                        TextSelectorConfig(
+                            type=TextSelectorType.PASSWORD, autocomplete="current-password"
+                        )
+                    ),
+                }
+            ),
+            description_placeholders={"email": email},
+            errors=errors,
+        )
+
     async def _async_create_api_key(
         self, console_url: str, email: str, password: str, errors: dict[str, str]
     ) -> ApiKey | None:
