@@ -84,6 +84,11 @@ def tail(path: Path | None, lines: int = 40) -> str:
     return ""
 
 
+def shown(path: Path) -> Path:
+    """Return a path relative to the repository when it lies inside it."""
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+
+
 def free_port() -> int:
     """Return a TCP port that is free on 127.0.0.1 right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -445,11 +450,12 @@ class Demo:
         self.smoke: bool = args.smoke
         self.port: int = args.port
         self.base = f"http://127.0.0.1:{self.port}"
-        self.config_dir = RUN_DIR / "config"
+        self.run_dir: Path = args.run_dir.resolve() if args.run_dir else RUN_DIR
+        self.config_dir = self.run_dir / "config"
         self.children: list[Child] = []
         self._watchers: set[asyncio.Task[None]] = set()
         self.died: asyncio.Future[Child] | None = None
-        self.ha_log = RUN_DIR / "home-assistant.log"
+        self.ha_log = self.run_dir / "home-assistant.log"
         self.ha_spawned = False
         self.mqtt_port = 0
         self.console: dict[str, Any] = {}
@@ -507,10 +513,13 @@ class Demo:
             raise DemoError(
                 f"{INTEGRATION}/manifest.json is missing: the integration is not in this tree"
             )
-        if RUN_DIR.exists():
-            shutil.rmtree(RUN_DIR)
-        RUN_DIR.mkdir()
-        (RUN_DIR / "packages").mkdir()
+        run_dir = self.run_dir
+        if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / "packages").is_dir():
+            raise DemoError(f"{run_dir} is not empty and is not a demo run dir: pick another")
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        (run_dir / "packages").mkdir()
 
     async def start_mosquitto(self) -> None:
         """Start a private Mosquitto on a free loopback port."""
@@ -518,7 +527,7 @@ class Demo:
         if mosquitto is None:
             raise DemoError("Mosquitto is missing: run scripts/setup")
         self.mqtt_port = free_port()
-        conf = RUN_DIR / "mosquitto.conf"
+        conf = self.run_dir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.mqtt_port} 127.0.0.1\n"
             "allow_anonymous true\n"
@@ -528,7 +537,7 @@ class Demo:
             "connection_messages true\n"
         )
         child = await self.spawn(
-            "mosquitto", [mosquitto, "-c", str(conf)], RUN_DIR / "mosquitto.log"
+            "mosquitto", [mosquitto, "-c", str(conf)], self.run_dir / "mosquitto.log"
         )
         await self.wait_tcp(child, self.mqtt_port, 10)
         say(f"demo: Mosquitto on 127.0.0.1:{self.mqtt_port}")
@@ -569,10 +578,10 @@ class Demo:
                 "--devices",
                 str(self.args.devices),
                 "--packages",
-                str(RUN_DIR / "packages"),
+                str(self.run_dir / "packages"),
                 "--demo-packages",
             ],
-            RUN_DIR / "console.log",
+            self.run_dir / "console.log",
             ready_line=True,
         )
         self.console = await child.wait_ready(READY_TIMEOUT)
@@ -669,12 +678,12 @@ class Demo:
                 "--log-no-color",
                 "--skip-pip",
             ],
-            RUN_DIR / "home-assistant.stdout.log",
+            self.run_dir / "home-assistant.stdout.log",
             stop_timeout=40.0,
             restart_code=100,  # homeassistant.const.RESTART_EXIT_CODE
         )
         child.report_log = self.ha_log
-        say(f"demo: starting Home Assistant (log: {self.ha_log.relative_to(REPO)}) ...")
+        say(f"demo: starting Home Assistant (log: {shown(self.ha_log)}) ...")
         started = time.monotonic()
         deadline = started + HA_BOOT_TIMEOUT
         status = None
@@ -764,9 +773,9 @@ class Demo:
                 "--listen-window",
                 str(self.listen_window),
                 "--state-dir",
-                str(RUN_DIR / "devices"),
+                str(self.run_dir / "devices"),
             ],
-            RUN_DIR / "devices.log",
+            self.run_dir / "devices.log",
             ready_line=True,
         )
         ready = await child.wait_ready(READY_TIMEOUT)
@@ -929,7 +938,7 @@ class Demo:
             f"{pad}{self.listen_window} s), downloads the package from the console stand-in,",
             f"{pad}applies it, reports success, reboots and reports its new version:",
             f"{pad}within about {within} s the installed version becomes {PACKAGE_VERSION}.",
-            f"   Logs        {RUN_DIR.relative_to(REPO)}/: home-assistant.log, console.log, "
+            f"   Logs        {shown(self.run_dir)}/: home-assistant.log, console.log, "
             "devices.log, mosquitto.log",
             "   Stop        Ctrl-C stops Home Assistant, the simulators and Mosquitto",
             bar,
@@ -1066,6 +1075,11 @@ def main() -> int:
     )
     parser.add_argument(
         "--listen-window", type=int, default=0, help="device listen window in s (default 5)"
+    )
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        help="where config, logs and state go, recreated at every run (default .demo)",
     )
     parser.add_argument(
         "--until",

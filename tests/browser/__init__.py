@@ -1,0 +1,1 @@
+"""Browser checks: the demo's real Home Assistant driven by headless Chromium."""
