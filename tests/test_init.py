@@ -205,20 +205,23 @@ async def test_device_on_new_control_channel_is_followed(
     assert hass.states.get(OTHER_ENTITY_ID).attributes["installed_version"] == "master@0ddba11"
 
 
-async def test_device_removed_from_console_becomes_unavailable(
+async def test_device_removed_from_console_is_removed(
     hass: HomeAssistant,
     setup_integration: MockConfigEntry,
     mock_console: AiohttpClientMocker,
     console_devices: list[dict[str, Any]],
     freezer: FrozenDateTimeFactory,
 ) -> None:
-    """A device the console no longer lists is unavailable, and its reports are ignored."""
+    """A device the console no longer lists goes with its entities; its reports are ignored.
+
+    More in tests/test_stale_devices.py.
+    """
     await next_poll(hass, freezer, mock_console, json=[])
 
-    assert hass.states.get(ENTITY_ID).state == "unavailable"
+    assert hass.states.get(ENTITY_ID) is None
     async_fire_mqtt_message(hass, stat_topic(), stat_payload())
     await hass.async_block_till_done()
-    assert hass.states.get(ENTITY_ID).state == "unavailable"
+    assert hass.states.get(ENTITY_ID) is None
 
 
 async def test_console_down_later_makes_entities_unavailable(

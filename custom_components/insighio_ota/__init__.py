@@ -4,7 +4,7 @@ from homeassistant.components import mqtt
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryNotReady
-from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import config_validation as cv, device_registry as dr
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.typing import ConfigType
 
@@ -12,6 +12,7 @@ from .catalogue import PackageCatalogue
 from .console import ConsoleClient
 from .const import CONF_API_KEY, CONF_CONSOLE_URL, DOMAIN
 from .coordinator import InsighioOtaConfigEntry, InsighioOtaCoordinator, InsighioOtaRuntimeData
+from .repairs import PackageWatch, async_delete_mqtt_issue, async_raise_mqtt_issue
 from .rollout import RolloutManager
 from .services import async_setup_services
 from .tracker import OtaTracker, TrackerSettings
@@ -29,7 +30,11 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
 async def async_setup_entry(hass: HomeAssistant, entry: InsighioOtaConfigEntry) -> bool:
     """Load the devices, the packages and the jobs, then follow the devices' OTA topics."""
     if not await mqtt.async_wait_for_mqtt_client(hass):
+        if not mqtt.mqtt_config_entry_enabled(hass):
+            # Not a passing state: nothing loads until the user sets MQTT up, so say what to do.
+            async_raise_mqtt_issue(hass)
         raise ConfigEntryNotReady(translation_domain=DOMAIN, translation_key="mqtt_unavailable")
+    async_delete_mqtt_issue(hass)
     client = ConsoleClient(
         async_get_clientsession(hass), entry.data[CONF_CONSOLE_URL], token=entry.data[CONF_API_KEY]
     )
@@ -66,6 +71,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: InsighioOtaConfigEntry) 
         )
 
     entry.async_on_unload(coordinator.async_add_listener(_follow_new_channels))
+    packages = PackageWatch(hass, entry)
+    entry.async_on_unload(packages.async_start())
+    entry.async_on_unload(packages.async_unload)
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     return True
 
@@ -73,3 +81,14 @@ async def async_setup_entry(hass: HomeAssistant, entry: InsighioOtaConfigEntry) 
 async def async_unload_entry(hass: HomeAssistant, entry: InsighioOtaConfigEntry) -> bool:
     """Unload the entities; the tracker stops through `async_on_unload`."""
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+
+
+async def async_remove_config_entry_device(
+    hass: HomeAssistant, entry: InsighioOtaConfigEntry, device: dr.DeviceEntry
+) -> bool:
+    """Let the user remove a device the console no longer lists; a listed one would come back."""
+    listed = entry.runtime_data.coordinator.data
+    return not any(
+        domain == DOMAIN and (value in listed or value == entry.entry_id)
+        for domain, value in device.identifiers
+    )

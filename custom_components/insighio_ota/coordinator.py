@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryAuthFailed
+from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 
 from .console import ConsoleAuthenticationError, ConsoleClient, ConsoleDevice, ConsoleError
@@ -63,7 +64,23 @@ class InsighioOtaCoordinator(DataUpdateCoordinator[dict[str, ConsoleDevice]]):
                 translation_key="console_unavailable",
                 translation_placeholders={"error": str(err)},
             ) from err
-        return {device.device_id: device for device in devices}
+        listed = {device.device_id: device for device in devices}
+        self._remove_stale_devices({*listed, *self.client.skipped_device_ids})
+        return listed
+
+    def _remove_stale_devices(self, listed: set[str]) -> None:
+        """Take the devices the console no longer lists off this entry (and their entities).
+
+        A device the console lists but left out (no key or channel) is still there: it is kept.
+        The account's own service device (identified by the entry id) is never stale.
+        """
+        registry = dr.async_get(self.hass)
+        entry_id = self.config_entry.entry_id
+        for device in dr.async_entries_for_config_entry(registry, entry_id):
+            ids = {value for domain, value in device.identifiers if domain == DOMAIN}
+            if ids and not ids & {*listed, entry_id}:
+                LOGGER.info("Removing device %s: the console no longer lists it", device.name)
+                registry.async_remove_device(device.id)
 
     @property
     def control_channels(self) -> set[str]:

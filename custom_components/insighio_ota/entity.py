@@ -65,6 +65,9 @@ def async_add_entities_per_device(
 
     @callback
     def _add_new_devices() -> None:
+        # A device the console stopped listing was removed with its entities: forget it, so
+        # that it gets new ones should it be listed again.
+        known.intersection_update(coordinator.data)
         new = coordinator.data.keys() - known
         known.update(new)
         async_add_entities(entity_for(entry, device_id) for device_id in sorted(new))

@@ -22,7 +22,7 @@ import uuid
 from homeassistant.components import mqtt, persistent_notification
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
-from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import device_registry as dr, issue_registry as ir
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.event import async_call_later, async_track_point_in_utc_time
 from homeassistant.helpers.storage import Store
@@ -73,6 +73,14 @@ from .protocol import (
     parse_stat,
     parse_telemetry_topic,
     telemetry_subscription,
+)
+from .repairs import (
+    STALE_ENDED,
+    STALE_NOT_OURS,
+    STALE_UNKNOWN_DEVICE,
+    StaleRequest,
+    async_sync_stale_issue,
+    stale_issue_id,
 )
 
 STORAGE_VERSION = 1
@@ -305,6 +313,9 @@ class OtaTracker:
         self._awaiting_replay: set[str] = set()
         self._log_once = _LogOnce()
         self._job_listeners: list[Callable[[OtaJob], None]] = []
+        # Retained requests the broker replayed that no open job of ours stands behind, by topic.
+        self._stale: dict[str, StaleRequest] = {}
+        self._stale_issue_timer: CALLBACK_TYPE | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -380,6 +391,12 @@ class OtaTracker:
         if self._replay_check is not None:
             self._replay_check()
             self._replay_check = None
+        if self._stale_issue_timer is not None:
+            self._stale_issue_timer()
+            self._stale_issue_timer = None
+        # The broker replays them again at the next load, which raises the issue again.
+        self._stale.clear()
+        ir.async_delete_issue(self._hass, DOMAIN, stale_issue_id(self._entry_id))
         await self._async_save()
 
     # -- what entities read ----------------------------------------------------------------
@@ -625,6 +642,8 @@ class OtaTracker:
 
     async def _async_on_ota_message(self, message: mqtt.ReceiveMessage) -> None:
         """Handle a request echo, a report or a clear on a device's /ota topic."""
+        if self._note_stale_request(message):
+            return
         if (device_id := self._known_device_id(message)) is None:
             return
         try:
@@ -671,6 +690,72 @@ class OtaTracker:
             device_id,
             report.file_id,
         )
+
+    # -- stale retained requests -----------------------------------------------------------
+
+    @property
+    def stale_requests(self) -> list[StaleRequest]:
+        """Return the retained requests found on the broker that no open job stands behind."""
+        return list(self._stale.values())
+
+    def _note_stale_request(self, message: mqtt.ReceiveMessage) -> bool:
+        """Record a replayed request no open job of ours stands behind; True when it is one.
+
+        Only the broker's replay on subscription (at startup, or for a new channel) is flagged
+        retained. A live clear or request on the topic replaces what the broker held there.
+        """
+        try:
+            topic = parse_control_topic(message.topic)
+            request = parse_ota_message(message.payload)
+        except ProtocolError:
+            return False  # Logged by the usual path.
+        if not message.retain:
+            if (request is None or request.is_request) and message.topic in self._stale:
+                del self._stale[message.topic]
+                self._schedule_stale_issue()
+            return False
+        if request is None or not request.is_request:
+            return False
+        device = self._devices().get(topic.device_id)
+        if device is None or device.control_channel != topic.control_channel:
+            reason = STALE_UNKNOWN_DEVICE
+        elif (job := self._jobs.get(topic.device_id)) is not None and job.file_id == (
+            request.file_id
+        ):
+            return False  # Our job's own request: it resumes the job, or is cleared if ended.
+        elif any(old.get("file_id") == request.file_id for old in self.history(topic.device_id)):
+            reason = STALE_ENDED
+        else:
+            reason = STALE_NOT_OURS
+        self._stale[message.topic] = StaleRequest(
+            topic=message.topic,
+            device_id=topic.device_id,
+            file_id=request.file_id,
+            reason=reason,
+            device_name=device.name if device is not None else None,
+        )
+        self._schedule_stale_issue()
+        return True
+
+    @callback
+    def _schedule_stale_issue(self) -> None:
+        """Raise or update the one issue once the broker's replay burst is over."""
+        if self._stale_issue_timer is not None:
+            return
+
+        @callback
+        def _sync(_now: datetime) -> None:
+            self._stale_issue_timer = None
+            async_sync_stale_issue(self._hass, self._entry_id, self._stale.values())
+
+        self._stale_issue_timer = async_call_later(self._hass, REPLAY_GRACE, _sync)
+
+    async def async_clear_stale_requests(self) -> None:
+        """Clear every stale request with an empty retained publish; raise if one fails."""
+        for topic in list(self._stale):
+            await self._async_publish(topic, "", raise_on_error=True)
+            del self._stale[topic]
+        async_sync_stale_issue(self._hass, self._entry_id, self._stale.values())
 
     async def _async_on_clear(self, job: OtaJob | None) -> None:
         """Note a request that vanished without a report: the next /stat will tell."""
@@ -1005,6 +1090,7 @@ class OtaTracker:
             device.id,
             sw_version=self.installed_version(device_id),
             hw_version=stat.hw_version if stat else device.hw_version,
+            serial_number=stat.serial if stat and stat.serial else device.serial_number,
         )
 
     def _notify(self, job: OtaJob) -> None:

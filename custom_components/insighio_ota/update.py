@@ -41,6 +41,7 @@ class InsighioOtaUpdate(InsighioOtaEntity, UpdateEntity):
         | UpdateEntityFeature.RELEASE_NOTES
     )
     _attr_title = "insighioNode"
+    _attr_translation_key = "firmware"
 
     def __init__(self, entry: InsighioOtaConfigEntry, device_id: str) -> None:
         """Create the entity of one device."""
