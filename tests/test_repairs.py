@@ -66,7 +66,9 @@ async def start_fix(hass: HomeAssistant, issue_id: str) -> dict[str, Any]:
     assert await async_setup_component(hass, "repairs", {})
     manager = repairs_flow_manager(hass)
     assert manager is not None
-    return dict(await manager.async_init(DOMAIN, context={"issue_id": issue_id}))
+    # The context carries the issue id since HA 2026.10, the data before: give both.
+    issue_ref = {"issue_id": issue_id}
+    return dict(await manager.async_init(DOMAIN, context=issue_ref, data=issue_ref))
 
 
 async def submit_fix(hass: HomeAssistant, flow_id: str) -> dict[str, Any]:
