@@ -6,8 +6,9 @@ from typing import Any
 from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.const import CONF_EMAIL
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers.device_registry import DeviceEntry
 
-from .const import CONF_API_KEY, CONF_API_KEY_ID
+from .const import CONF_API_KEY, CONF_API_KEY_ID, DOMAIN
 from .coordinator import InsighioOtaConfigEntry
 
 # Device keys are MQTT passwords and download credentials; the API key opens the account; the
@@ -29,22 +30,8 @@ async def async_get_config_entry_diagnostics(
 ) -> dict[str, Any]:
     """Return what helps to understand a stuck or failed update."""
     runtime = entry.runtime_data
-    tracker = runtime.tracker
     devices = {
-        device_id: {
-            "name": device.name,
-            "control_channel": device.control_channel,
-            "installed_version": tracker.installed_version(device_id),
-            "stat": asdict(stat) if (stat := tracker.stat(device_id)) else None,
-            "job": job.as_dict() if (job := tracker.job(device_id)) else None,
-            "history": tracker.history(device_id),
-            "wake_interval_s": (
-                interval.total_seconds()
-                if (facts := tracker.facts(device_id)) and (interval := facts.wake_interval)
-                else None
-            ),
-        }
-        for device_id, device in runtime.coordinator.data.items()
+        device_id: _device_diagnostics(entry, device_id) for device_id in runtime.coordinator.data
     }
     return async_redact_data(
         {
@@ -55,3 +42,35 @@ async def async_get_config_entry_diagnostics(
         },
         TO_REDACT,
     )
+
+
+async def async_get_device_diagnostics(
+    hass: HomeAssistant, entry: InsighioOtaConfigEntry, device: DeviceEntry
+) -> dict[str, Any]:
+    """Return one device's software, job, history and learned cadence, without secrets."""
+    device_ids = [identifier for domain, identifier in device.identifiers if domain == DOMAIN]
+    return async_redact_data(
+        {
+            device_id: _device_diagnostics(entry, device_id)
+            for device_id in device_ids
+            if device_id in entry.runtime_data.coordinator.data
+        },
+        TO_REDACT,
+    )
+
+
+def _device_diagnostics(entry: InsighioOtaConfigEntry, device_id: str) -> dict[str, Any]:
+    """Return what the tracker knows of one console device (not yet redacted)."""
+    tracker = entry.runtime_data.tracker
+    device = entry.runtime_data.coordinator.data[device_id]
+    facts = tracker.facts(device_id)
+    interval = facts.wake_interval if facts else None
+    return {
+        "name": device.name,
+        "control_channel": device.control_channel,
+        "installed_version": tracker.installed_version(device_id),
+        "stat": asdict(stat) if (stat := tracker.stat(device_id)) else None,
+        "job": job.as_dict() if (job := tracker.job(device_id)) else None,
+        "history": tracker.history(device_id),
+        "wake_interval_s": interval.total_seconds() if interval else None,
+    }
