@@ -43,11 +43,8 @@ from custom_components.insighio_ota.const import (
     UNKNOWN_CADENCE_TIMEOUT,
     VERIFY_WINDOW,
 )
-from custom_components.insighio_ota.tracker import (
-    REPLAY_GRACE,
-    JobState,
-    TrackerSettings,
-)
+from custom_components.insighio_ota.jobs import JobState, TrackerSettings
+from custom_components.insighio_ota.tracker import REPLAY_GRACE
 
 from .conftest import (
     CONTROL_CHANNEL,

@@ -12,7 +12,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.insighio_ota.const import CONF_WINDOW_END, CONF_WINDOW_START
-from custom_components.insighio_ota.tracker import TrackerSettings
+from custom_components.insighio_ota.jobs import TrackerSettings
 
 from .conftest import ota_topic, stat_payload, stat_topic
 from .helpers import (

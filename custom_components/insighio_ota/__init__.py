@@ -12,10 +12,11 @@ from .catalogue import PackageCatalogue
 from .console import ConsoleClient
 from .const import CONF_API_KEY, CONF_CONSOLE_URL, DOMAIN
 from .coordinator import InsighioOtaConfigEntry, InsighioOtaCoordinator, InsighioOtaRuntimeData
+from .jobs import TrackerSettings
 from .repairs import PackageWatch, async_delete_mqtt_issue, async_raise_mqtt_issue
 from .rollout import RolloutManager
 from .services import async_setup_services
-from .tracker import OtaTracker, TrackerSettings
+from .tracker import OtaTracker
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 PLATFORMS: list[Platform] = [Platform.EVENT, Platform.SENSOR, Platform.UPDATE]

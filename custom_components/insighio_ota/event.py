@@ -17,7 +17,7 @@ from .const import (
 )
 from .coordinator import InsighioOtaConfigEntry
 from .entity import InsighioOtaEntity, async_add_entities_per_device
-from .tracker import JobState
+from .jobs import JobState
 
 # The entity only relays the tracker's events; nothing to throttle.
 PARALLEL_UPDATES = 0

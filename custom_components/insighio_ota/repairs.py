@@ -28,7 +28,7 @@ from .const import DOMAIN, LOGGER
 if TYPE_CHECKING:
     from .catalogue import Package
     from .coordinator import InsighioOtaConfigEntry, InsighioOtaRuntimeData
-    from .tracker import OtaJob
+    from .jobs import OtaJob
 
 ISSUE_MQTT: Final = "mqtt_not_configured"
 ISSUE_STALE: Final = "stale_requests"

@@ -32,7 +32,8 @@ from homeassistant.util import dt as dt_util
 from .catalogue import Package, PackageCatalogue
 from .console import ConsoleDevice
 from .const import DOMAIN, LOGGER
-from .tracker import JobState, OtaJob, OtaTracker
+from .jobs import JobState, OtaJob
+from .tracker import OtaTracker
 
 STORAGE_VERSION: Final = 1
 DEFAULT_CANARY_COUNT: Final = 1

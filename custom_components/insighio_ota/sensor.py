@@ -21,8 +21,9 @@ from homeassistant.util import dt as dt_util
 from .const import DOMAIN, MANUFACTURER
 from .coordinator import InsighioOtaConfigEntry, InsighioOtaCoordinator
 from .entity import InsighioOtaEntity, async_add_entities_per_device
+from .jobs import JobState, OtaJob
 from .rollout import Rollout, RolloutState
-from .tracker import JobState, OtaJob, signal_device_updated
+from .tracker import signal_device_updated
 
 # The entity only reads the tracker's memory; nothing to throttle.
 PARALLEL_UPDATES = 0

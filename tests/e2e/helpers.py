@@ -12,7 +12,7 @@ from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.insighio_ota.const import DOMAIN
-from custom_components.insighio_ota.tracker import JobState
+from custom_components.insighio_ota.jobs import JobState
 
 from .conftest import SetupIntegration, Simulator, StartSimulator
 

@@ -35,7 +35,7 @@ from custom_components.insighio_ota.const import (
     DOMAIN,
     EVENT_OTA_STATUS,
 )
-from custom_components.insighio_ota.tracker import JobState
+from custom_components.insighio_ota.jobs import JobState
 from simulator.identities import INITIAL_SW_COMMIT
 from simulator.packages import write_package
 

@@ -25,7 +25,7 @@ from pytest_homeassistant_custom_component.common import (
 
 from custom_components.insighio_ota.catalogue import Package
 from custom_components.insighio_ota.const import DOMAIN, EVENT_OTA_STATUS
-from custom_components.insighio_ota.tracker import JobState, OtaJob
+from custom_components.insighio_ota.jobs import JobState, OtaJob
 from simulator.identities import INITIAL_SW_COMMIT
 from simulator.packages import PackageFormat, write_package
 
