@@ -28,7 +28,7 @@ from custom_components.insighio_ota.const import (
 from custom_components.insighio_ota.tracker import OtaTracker
 
 from . import conftest
-from .conftest import API, CONSOLE_URL, CONTROL_CHANNEL, DATA_CHANNEL, DEVICE_ID, PACKAGE_ID
+from .conftest import API, CONSOLE_URL, DATA_CHANNEL, DEVICE_ID, PACKAGE_ID
 
 ENTITY_ID = "update.sensor_1_firmware"
 OLD_ID = "0ld0ld00"
@@ -189,9 +189,7 @@ async def request_with_commit(
     """Request a registered package as if it named the application commit it installs."""
     package = entry.runtime_data.catalogue.by_version(version)
     assert package is not None
-    await tracker_of(entry).async_request(
-        DEVICE_ID, CONTROL_CHANNEL, replace(package, sw_commit=sw_commit)
-    )
+    await tracker_of(entry).async_request(DEVICE_ID, replace(package, sw_commit=sw_commit))
     await hass.async_block_till_done()
 
 

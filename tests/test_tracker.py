@@ -1344,7 +1344,7 @@ async def test_second_install_refused_while_open(
     tracker = tracker_of(setup_integration)
     package = setup_integration.runtime_data.catalogue.by_version("1.2.0")
     with pytest.raises(HomeAssistantError) as exc_info:
-        await tracker.async_request(DEVICE_ID, CONTROL_CHANNEL, package)
+        await tracker.async_request(DEVICE_ID, package)
     assert exc_info.value.translation_key == "job_open"
     assert exc_info.value.translation_placeholders == {"version": "1.1.0"}
 
@@ -1354,7 +1354,7 @@ async def test_second_install_refused_while_open(
     # Still refused while the applied job waits for /stat.
     await fire(hass, ota_topic(), report(1))
     with pytest.raises(HomeAssistantError, match=r"1\.1\.0"):
-        await tracker.async_request(DEVICE_ID, CONTROL_CHANNEL, package)
+        await tracker.async_request(DEVICE_ID, package)
 
 
 async def test_new_install_after_failure(

@@ -129,7 +129,7 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     ),
     "exception key missing": (
         strings(lambda d: d["exceptions"].pop("job_open")),
-        "en.json: exceptions.job_open missing (used at rollout.py:",
+        "en.json: exceptions.job_open missing (used at tracker.py:",
     ),
     "exception key used in new code": (
         new_exception_in_code,

@@ -226,48 +226,6 @@ def plan_waves(device_ids: Iterable[str], canary_count: int, wave_size: int) -> 
     return waves
 
 
-def check_installable(
-    tracker: OtaTracker,
-    catalogue: PackageCatalogue,
-    devices: Mapping[str, ConsoleDevice],
-    device_id: str,
-    package: Package,
-) -> ConsoleDevice:
-    """Return the console device when the package may be requested now; else raise why not.
-
-    Every refusal is a translated `ServiceValidationError`: the device is not listed, the
-    package is for other hardware, a job already waits, or a guard refuses.
-    """
-    device = devices.get(device_id)
-    if device is None:
-        raise ServiceValidationError(
-            translation_domain=DOMAIN,
-            translation_key="device_not_listed",
-            translation_placeholders={"device_id": device_id},
-        )
-    stat = tracker.stat(device_id)
-    hw_version = stat.hw_version if stat else None
-    if not catalogue.compatible(package, hw_version):
-        raise ServiceValidationError(
-            translation_domain=DOMAIN,
-            translation_key="incompatible_package",
-            translation_placeholders={
-                "version": package.version,
-                "hardware": ", ".join(package.hardware),
-                "hw_version": hw_version or "unknown hardware",
-            },
-        )
-    if tracker.in_progress(device_id):
-        job = tracker.job(device_id)
-        raise ServiceValidationError(
-            translation_domain=DOMAIN,
-            translation_key="job_open",
-            translation_placeholders={"version": job.version if job else ""},
-        )
-    tracker.check_guards(device_id, package)
-    return device
-
-
 def job_outcome(job: OtaJob) -> DeviceStatus | None:
     """Return what an ended job means for its device, None while it is open."""
     if job.is_open:
@@ -609,15 +567,7 @@ class RolloutManager:
             )
             return
         try:
-            console_device = check_installable(
-                self._tracker, self._catalogue, self._devices(), device.device_id, package
-            )
-            await self._tracker.async_request(
-                device.device_id,
-                console_device.control_channel,
-                package,
-                window=rollout.window,
-            )
+            await self._tracker.async_request(device.device_id, package, window=rollout.window)
         except ServiceValidationError as err:
             device.status, device.reason = DeviceStatus.SKIPPED, str(err)
         except HomeAssistantError as err:

@@ -52,7 +52,6 @@ from .rollout import (
     DEFAULT_WAVE_SIZE,
     Rollout,
     RolloutManager,
-    check_installable,
 )
 
 ATTR_HARDWARE: Final = "hardware"
@@ -446,10 +445,7 @@ async def _async_install_action(call: ServiceCall) -> ServiceResponse:
         }
         try:
             package = _package_for(runtime, call)
-            device = check_installable(
-                runtime.tracker, runtime.catalogue, runtime.coordinator.data, device_id, package
-            )
-            await runtime.tracker.async_request(device_id, device.control_channel, package)
+            await runtime.tracker.async_request(device_id, package)
         except HomeAssistantError as err:
             # One refusal (a guard, a busy device, a failed publish) does not stop the others.
             result.update({"result": RESULT_REFUSED, ATTR_REASON: str(err)})

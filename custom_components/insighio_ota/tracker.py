@@ -335,10 +335,45 @@ class OtaTracker:
                 },
             )
 
+    def check_installable(self, device_id: str, package: Package) -> ConsoleDevice:
+        """Return the console device when the package may be requested now; else raise why not.
+
+        Every refusal is a translated `ServiceValidationError`: the device is not listed, the
+        package is for other hardware, a job already waits, or a guard refuses. Every way in
+        (the update entity, the install action, rollouts) goes through `async_request`, which
+        checks this first.
+        """
+        device = self._devices().get(device_id)
+        if device is None:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="device_not_listed",
+                translation_placeholders={"device_id": device_id},
+            )
+        stat = self.stat(device_id)
+        hw_version = stat.hw_version if stat else None
+        if not PackageCatalogue.compatible(package, hw_version):
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="incompatible_package",
+                translation_placeholders={
+                    "version": package.version,
+                    "hardware": ", ".join(package.hardware),
+                    "hw_version": hw_version or "unknown hardware",
+                },
+            )
+        if (job := self._jobs.get(device_id)) is not None and job.is_open:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="job_open",
+                translation_placeholders={"version": job.version},
+            )
+        self.check_guards(device_id, package)
+        return device
+
     async def async_request(
         self,
         device_id: str,
-        control_channel: str,
         package: Package,
         *,
         window: tuple[time, time] | None = None,
@@ -348,13 +383,7 @@ class OtaTracker:
         Outside the maintenance window (`window`, else the entry's) the request is held and
         published when the window opens.
         """
-        if self.in_progress(device_id):
-            raise HomeAssistantError(
-                translation_domain=DOMAIN,
-                translation_key="job_open",
-                translation_placeholders={"version": self._jobs[device_id].version},
-            )
-        self.check_guards(device_id, package)
+        device = self.check_installable(device_id, package)
         OtaRequest(package.file_id, package.file_type, package.size)  # Checked before anything.
         now = dt_util.utcnow()
         held_until = (
@@ -366,7 +395,7 @@ class OtaTracker:
         job = OtaJob(
             job_id=uuid.uuid4().hex[:12],
             device_id=device_id,
-            control_channel=control_channel,
+            control_channel=device.control_channel,
             file_id=package.file_id,
             file_type=package.file_type,
             size=package.size,

@@ -123,20 +123,7 @@ class InsighioOtaUpdate(InsighioOtaEntity, UpdateEntity):
                 translation_key="unknown_version",
                 translation_placeholders={"version": str(version)},
             )
-        if not catalogue.compatible(package, self._hw_version):
-            raise ServiceValidationError(
-                translation_domain=DOMAIN,
-                translation_key="incompatible_package",
-                translation_placeholders={
-                    "version": package.version,
-                    "hardware": ", ".join(package.hardware),
-                    "hw_version": self._hw_version or "unknown hardware",
-                },
-            )
-        device = self.coordinator.data[self.device_id]
-        await self.runtime_data.tracker.async_request(
-            self.device_id, device.control_channel, package
-        )
+        await self.runtime_data.tracker.async_request(self.device_id, package)
 
     async def async_release_notes(self) -> str | None:
         """Return the latest compatible package's release notes (markdown)."""
