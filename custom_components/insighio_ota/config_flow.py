@@ -6,6 +6,7 @@ the entry's options alone and never reload it; the entities follow the catalogue
 """
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 from homeassistant.config_entries import (
@@ -61,15 +62,11 @@ from .const import (
     CONF_TIMEOUT_WAKES,
     CONF_WINDOW_END,
     CONF_WINDOW_START,
-    DEFAULT_MIN_BATTERY_MV,
-    DEFAULT_NOTIFY_FAILURES,
-    DEFAULT_RETRY_CAP,
-    DEFAULT_SEEN_WITHIN_HOURS,
-    DEFAULT_TIMEOUT_WAKES,
     DOMAIN,
     LOGGER,
 )
 from .coordinator import InsighioOtaRuntimeData
+from .jobs import TrackerSettings
 from .package import FILE_TYPES
 from .services import (
     ATTR_HARDWARE,
@@ -257,12 +254,12 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
         return None
 
 
-# Option, default, and (min, max) for the counts; 0 turns the last two guards off.
-_COUNTS: tuple[tuple[str, int, int, int], ...] = (
-    (CONF_RETRY_CAP, DEFAULT_RETRY_CAP, 1, 20),
-    (CONF_TIMEOUT_WAKES, DEFAULT_TIMEOUT_WAKES, 1, 100),
-    (CONF_SEEN_WITHIN_HOURS, DEFAULT_SEEN_WITHIN_HOURS, 0, 720),
-    (CONF_MIN_BATTERY_MV, DEFAULT_MIN_BATTERY_MV, 0, 5000),
+# Option and (min, max) for the counts (defaults: TrackerSettings); 0 turns the last two guards off.
+_COUNTS: tuple[tuple[str, int, int], ...] = (
+    (CONF_RETRY_CAP, 1, 20),
+    (CONF_TIMEOUT_WAKES, 1, 100),
+    (CONF_SEEN_WITHIN_HOURS, 0, 720),
+    (CONF_MIN_BATTERY_MV, 0, 5000),
 )
 # The maintenance window: both ends or neither.
 _WINDOW = (CONF_WINDOW_START, CONF_WINDOW_END)
@@ -382,16 +379,15 @@ class InsighioOtaOptionsFlow(OptionsFlow):
                 }
                 return self.async_create_entry(data={**self.config_entry.options, **settings})
         options = {**self.config_entry.options, **(user_input or {})}
+        # The tracker's settings hold the defaults; their field names are the option keys.
+        current = asdict(TrackerSettings.from_options(options))
         schema: dict[Any, Any] = {
             probatio.Required(
-                CONF_NOTIFY_FAILURES,
-                default=options.get(CONF_NOTIFY_FAILURES, DEFAULT_NOTIFY_FAILURES),
+                CONF_NOTIFY_FAILURES, default=current[CONF_NOTIFY_FAILURES]
             ): BooleanSelector()
         }
-        for key, default, minimum, maximum in _COUNTS:
-            schema[probatio.Required(key, default=options.get(key, default))] = _count_selector(
-                minimum, maximum
-            )
+        for key, minimum, maximum in _COUNTS:
+            schema[probatio.Required(key, default=current[key])] = _count_selector(minimum, maximum)
         for key in _WINDOW:
             schema[probatio.Optional(key, description={"suggested_value": options.get(key)})] = (
                 TimeSelector()
