@@ -152,6 +152,19 @@ async def test_mqtt_only_channel_errors(
     assert result["type"] is FlowResultType.CREATE_ENTRY
 
 
+async def test_user_flow_wins_over_discovery_of_same_project(hass: HomeAssistant) -> None:
+    """Adding the project by hand while its discovery waits creates it and ends the discovery."""
+    discovered = await discover(hass, discovery())
+    assert discovered["type"] is FlowResultType.FORM
+
+    flow_id = await open_mqtt_only_form(hass)
+    result = await hass.config_entries.flow.async_configure(flow_id, CHANNELS)
+    await hass.async_block_till_done()
+
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert hass.config_entries.flow.async_progress_by_handler(DOMAIN) == []
+
+
 async def test_mqtt_only_project_already_followed_by_mqtt_entry(hass: HomeAssistant) -> None:
     """The same data channel cannot be added twice."""
     mqtt_only_entry().add_to_hass(hass)

@@ -9,7 +9,11 @@ from unittest.mock import MagicMock, patch
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import ServiceValidationError
-from homeassistant.helpers import device_registry as dr, entity_registry as er
+from homeassistant.helpers import (
+    device_registry as dr,
+    entity_registry as er,
+    issue_registry as ir,
+)
 from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -30,6 +34,7 @@ from custom_components.insighio_ota.const import (
     MODE_MQTT,
 )
 from custom_components.insighio_ota.coordinator import MqttDeviceCoordinator
+from custom_components.insighio_ota.repairs import PackageWatch
 
 from .conftest import (
     CONTROL_CHANNEL,
@@ -403,3 +408,15 @@ async def test_diagnostics_hide_serial_names(
     assert diagnostics["entry"]["data"][CONF_MODE] == MODE_MQTT
     assert diagnostics["entry"]["data"][CONF_CONTROL_CHANNEL] == CONTROL_CHANNEL
     assert diagnostics["devices"][DEVICE_ID]["name"] == "**REDACTED**"
+
+
+async def test_package_watch_has_nothing_to_ask(
+    hass: HomeAssistant, entry: MockConfigEntry
+) -> None:
+    """Without a console there is no download check, even when asked directly."""
+    await fire(hass, telemetry_topic(), telemetry_payload())
+    await register(hass, size=3987)
+
+    await PackageWatch(hass, entry).async_check()
+
+    assert ir.async_get(hass).issues == {}

@@ -220,7 +220,8 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
         errors: dict[str, str] = {}
         if user_input is not None and (channels := _channels(user_input, errors)) is not None:
             data_channel, control_channel = channels
-            await self.async_set_unique_id(data_channel)
+            # The user's own flow wins over a discovery of the same project, which then ends.
+            await self.async_set_unique_id(data_channel, raise_on_progress=False)
             self._abort_if_unique_id_configured()
             return self._async_create_mqtt_only_entry(data_channel, control_channel)
         return self.async_show_form(
@@ -416,7 +417,7 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
         if user_input is not None and (channels := _channels(user_input, errors)) is not None:
             data_channel, control_channel = channels
             if data_channel != entry.unique_id:
-                await self.async_set_unique_id(data_channel)
+                await self.async_set_unique_id(data_channel, raise_on_progress=False)
                 self._abort_if_unique_id_configured()
             if self._project_followed(data_channel, control_channel, ignore=entry.entry_id):
                 return self.async_abort(reason="already_configured")
