@@ -26,6 +26,7 @@ from pytest_homeassistant_custom_component.typing import (
     WebSocketGenerator,
 )
 
+from custom_components.insighio_ota import async_remove_config_entry_device
 from custom_components.insighio_ota.const import (
     CONF_CONTROL_CHANNEL,
     CONF_DATA_CHANNEL,
@@ -197,6 +198,7 @@ async def test_known_device_is_not_added_again(hass: HomeAssistant, entry: MockC
     """Later messages of a known device keep its first name."""
     await fire(hass, telemetry_topic(), telemetry_payload())
     await fire(hass, stat_topic(), stat_payload(serial="aabbccddeeff"))
+    await fire(hass, telemetry_topic(), telemetry_payload().replace(SERIAL, "aabbccddeeff"))
 
     assert devices_of(entry)[DEVICE_ID].name == f"insigh.io {SERIAL}"
     assert len(dr.async_entries_for_config_entry(dr.async_get(hass), entry.entry_id)) == 2
@@ -248,6 +250,57 @@ async def test_other_project_after_reconfigure_forgets_devices(
     entity_id = update_entity(hass)
     assert entity_id is not None
     assert hass.states.get(entity_id).state == "unavailable"
+    # The user may delete what is left of it.
+    device = registry_device(hass)
+    assert device is not None
+    assert await async_remove_config_entry_device(hass, entry, device)
+
+
+async def test_stored_devices_are_read_with_care(
+    hass: HomeAssistant,
+    hass_storage: dict[str, Any],
+    mqtt_mock: Any,
+    mqtt_client_mock: Any,
+    mqtt_only_entry: MockConfigEntry,
+) -> None:
+    """A damaged stored record is dropped; the others load."""
+    hass_storage[f"{DOMAIN}.{mqtt_only_entry.entry_id}.devices"] = {
+        "version": 1,
+        "minor_version": 1,
+        "key": f"{DOMAIN}.{mqtt_only_entry.entry_id}.devices",
+        "data": {
+            CONF_DATA_CHANNEL: DATA_CHANNEL,
+            "devices": {
+                DEVICE_ID: {"name": f"insigh.io {SERIAL}"},
+                OTHER_DEVICE_ID: {"name": 42},
+                THIRD_DEVICE_ID: "garbage",
+            },
+        },
+    }
+    mqtt_only_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(mqtt_only_entry.entry_id)
+    await hass.async_block_till_done()
+
+    assert list(devices_of(mqtt_only_entry)) == [DEVICE_ID]
+
+    await hass.config_entries.async_unload(mqtt_only_entry.entry_id)
+    await hass.async_block_till_done()
+    mqtt_client_mock.on_socket_close(mqtt_client_mock, None, MagicMock(fileno=lambda: -1))
+
+
+async def test_entity_update_keeps_the_devices(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    """Asking to refresh an entity keeps the devices found (nothing is polled)."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    await fire(hass, telemetry_topic(), telemetry_payload())
+    entity_id = update_entity(hass)
+
+    await hass.services.async_call(
+        "homeassistant", "update_entity", {"entity_id": entity_id}, blocking=True
+    )
+    await hass.async_block_till_done()
+
+    assert list(devices_of(entry)) == [DEVICE_ID]
+    assert hass.states.get(entity_id).state != "unavailable"
 
 
 async def test_user_removes_device_and_it_comes_back(
