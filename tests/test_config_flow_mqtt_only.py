@@ -4,9 +4,15 @@ from collections.abc import Generator
 from typing import Any
 from unittest.mock import AsyncMock, MagicMock, patch
 
-from homeassistant.config_entries import SOURCE_MQTT, SOURCE_USER, ConfigEntryState
+from homeassistant.config_entries import (
+    SOURCE_IGNORE,
+    SOURCE_MQTT,
+    SOURCE_USER,
+    ConfigEntryState,
+)
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers.discovery_flow import DiscoveryKey
 from homeassistant.helpers.service_info.mqtt import MqttServiceInfo
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -99,9 +105,10 @@ def discovery(
 
 
 async def discover(hass: HomeAssistant, info: MqttServiceInfo) -> Any:
-    """Start a discovery flow as HA's MQTT integration does."""
+    """Start a discovery flow as HA's MQTT integration does (keyed by the topic)."""
+    key = DiscoveryKey(domain="mqtt", key=info.topic, version=1)
     return await hass.config_entries.flow.async_init(
-        DOMAIN, context={"source": SOURCE_MQTT}, data=info
+        DOMAIN, context={"source": SOURCE_MQTT, "discovery_key": key}, data=info
     )
 
 
@@ -275,8 +282,24 @@ async def test_discovery_of_other_traffic_aborts(
 
 
 async def test_discovery_of_followed_project_aborts(hass: HomeAssistant) -> None:
-    """Telemetry of a project an MQTT-only entry follows is already configured."""
-    mqtt_only_entry().add_to_hass(hass)
+    """Telemetry of a project an MQTT-only entry follows is already configured.
+
+    The entry is left alone: telemetry arrives at every wake of every device.
+    """
+    entry = mqtt_only_entry()
+    entry.add_to_hass(hass)
+
+    result = await discover(hass, discovery())
+    await hass.async_block_till_done()
+
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+    assert dict(entry.discovery_keys) == {}
+
+
+async def test_discovery_of_ignored_project_aborts(hass: HomeAssistant) -> None:
+    """A project the user chose to ignore is not offered again."""
+    MockConfigEntry(domain=DOMAIN, source=SOURCE_IGNORE, unique_id=DATA_CHANNEL).add_to_hass(hass)
 
     result = await discover(hass, discovery())
 

@@ -473,3 +473,13 @@ async def test_package_watch_has_nothing_to_ask(
     await PackageWatch(hass, entry).async_check()
 
     assert ir.async_get(hass).issues == {}
+
+
+async def test_entry_without_mode_is_a_console_account(
+    hass: HomeAssistant, setup_integration: MockConfigEntry
+) -> None:
+    """Entries made before MQTT-only mode have no `mode`: they load as console accounts."""
+    assert CONF_MODE not in setup_integration.data
+    assert setup_integration.runtime_data.client is not None
+    assert list(setup_integration.runtime_data.coordinator.data) == [DEVICE_ID]
+    assert update_entity(hass) == "update.sensor_1_firmware"

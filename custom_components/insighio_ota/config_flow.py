@@ -239,11 +239,14 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
         """
         if (data_channel := _telemetry_channel(discovery_info)) is None:
             return self.async_abort(reason="not_insighio_device")
-        # One flow per project, however many of its devices talk.
+        if self._project_followed(data_channel, None):
+            # Checked before the unique id: that check would record each device's topic on the
+            # entry, a write for nearly every telemetry message of a project with many devices.
+            # Rediscovery after the entry is deleted needs no record: telemetry keeps coming.
+            return self.async_abort(reason="already_configured")
+        # One flow per project, however many of its devices talk; an ignored project ends here.
         await self.async_set_unique_id(data_channel)
         self._abort_if_unique_id_configured()
-        if self._project_followed(data_channel, None):
-            return self.async_abort(reason="already_configured")
         self._data_channel = data_channel
         self.context["title_placeholders"] = {"project": data_channel[:8]}
         return await self.async_step_mqtt_confirm()
