@@ -71,10 +71,15 @@ def mock_api_key(aioclient_mock: AiohttpClientMocker) -> None:
 
 
 async def start_flow(hass: HomeAssistant) -> str:
-    """Open the user step and return the flow id."""
+    """Open the user step, choose a console account and return the flow id."""
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    assert result["type"] is FlowResultType.MENU
+    assert result["menu_options"] == ["console", "mqtt_only"]
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"next_step_id": "console"}
+    )
     assert result["type"] is FlowResultType.FORM
-    assert result["step_id"] == "user"
+    assert result["step_id"] == "console"
     assert result["errors"] == {}
     return result["flow_id"]
 
@@ -180,7 +185,7 @@ async def test_console_errors_then_recovery(
     result = await hass.config_entries.flow.async_configure(flow_id, USER_INPUT)
 
     assert result["type"] is FlowResultType.FORM
-    assert result["step_id"] == "user"
+    assert result["step_id"] == "console"
     assert result["errors"] == {"base": error}
     # The form keeps what the user typed, except the password.
     defaults = {

@@ -1,5 +1,7 @@
 """insigh.io OTA: over-the-air updates of insigh.io devices through Home Assistant's MQTT."""
 
+from collections.abc import Callable
+
 from homeassistant.components import mqtt
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant, callback
@@ -11,7 +13,14 @@ from homeassistant.helpers.typing import ConfigType
 from .catalogue import PackageCatalogue
 from .console import ConsoleClient
 from .const import CONF_API_KEY, CONF_CONSOLE_URL, DOMAIN
-from .coordinator import InsighioOtaConfigEntry, InsighioOtaCoordinator, InsighioOtaRuntimeData
+from .coordinator import (
+    ConsoleDeviceCoordinator,
+    InsighioOtaConfigEntry,
+    InsighioOtaCoordinator,
+    InsighioOtaRuntimeData,
+    MqttDeviceCoordinator,
+    is_mqtt_only,
+)
 from .jobs import TrackerSettings
 from .repairs import PackageWatch, async_delete_mqtt_issue, async_raise_mqtt_issue
 from .rollout import RolloutManager
@@ -36,10 +45,21 @@ async def async_setup_entry(hass: HomeAssistant, entry: InsighioOtaConfigEntry) 
             async_raise_mqtt_issue(hass)
         raise ConfigEntryNotReady(translation_domain=DOMAIN, translation_key="mqtt_unavailable")
     async_delete_mqtt_issue(hass)
-    client = ConsoleClient(
-        async_get_clientsession(hass), entry.data[CONF_CONSOLE_URL], token=entry.data[CONF_API_KEY]
-    )
-    coordinator = InsighioOtaCoordinator(hass, entry, client)
+    client: ConsoleClient | None = None
+    coordinator: InsighioOtaCoordinator
+    # An MQTT-only entry learns its devices from their own traffic, which the tracker hands over.
+    device_seen: Callable[[mqtt.ReceiveMessage], None] | None = None
+    if is_mqtt_only(entry):
+        coordinator = devices = MqttDeviceCoordinator(hass, entry)
+        device_seen = devices.async_device_seen
+        entry.async_on_unload(devices.async_unload)
+    else:
+        client = ConsoleClient(
+            async_get_clientsession(hass),
+            entry.data[CONF_CONSOLE_URL],
+            token=entry.data[CONF_API_KEY],
+        )
+        coordinator = ConsoleDeviceCoordinator(hass, entry, client)
     await coordinator.async_config_entry_first_refresh()
     catalogue = PackageCatalogue(hass, entry.entry_id)
     await catalogue.async_load()
@@ -50,6 +70,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: InsighioOtaConfigEntry) 
         # Read at every use, so a change in the options applies without a reload.
         lambda: TrackerSettings.from_options(entry.options),
         catalogue,
+        device_seen=device_seen,
     )
     await tracker.async_load()
     # Follows the jobs before the tracker resumes them, so none ends unseen.
@@ -72,9 +93,11 @@ async def async_setup_entry(hass: HomeAssistant, entry: InsighioOtaConfigEntry) 
         )
 
     entry.async_on_unload(coordinator.async_add_listener(_follow_new_channels))
-    packages = PackageWatch(hass, entry)
-    entry.async_on_unload(packages.async_start())
-    entry.async_on_unload(packages.async_unload)
+    if client is not None:
+        # Only a console can tell whether it still serves a package.
+        packages = PackageWatch(hass, entry)
+        entry.async_on_unload(packages.async_start())
+        entry.async_on_unload(packages.async_unload)
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     return True
 
@@ -87,9 +110,17 @@ async def async_unload_entry(hass: HomeAssistant, entry: InsighioOtaConfigEntry)
 async def async_remove_config_entry_device(
     hass: HomeAssistant, entry: InsighioOtaConfigEntry, device: dr.DeviceEntry
 ) -> bool:
-    """Let the user remove a device the console no longer lists; a listed one would come back."""
-    listed = entry.runtime_data.coordinator.data
-    return not any(
-        domain == DOMAIN and (value in listed or value == entry.entry_id)
-        for domain, value in device.identifiers
-    )
+    """Let the user remove a device the console no longer lists; a listed one would come back.
+
+    An MQTT-only entry forgets the device instead, which takes it off the list until it talks on
+    the project's channels again. The entry's own device (fleet sensors) always stays.
+    """
+    coordinator = entry.runtime_data.coordinator
+    ours = {value for domain, value in device.identifiers if domain == DOMAIN}
+    if entry.entry_id in ours:
+        return False
+    if isinstance(coordinator, MqttDeviceCoordinator):
+        for device_id in ours:
+            await coordinator.async_forget(device_id)
+        return True
+    return not ours & coordinator.data.keys()

@@ -4,7 +4,8 @@ The console has no API to list packages, so a package becomes known to HA when t
 its file id. In console mode it is then downloaded once with one device's credentials, which proves
 the id exists, gives the exact size the firmware needs in the request (cellular devices refuse any
 other size) and a sha256 for the record, and lets `package.check_package` refuse what the firmware
-cannot apply.
+cannot apply. An MQTT-only entry has no device key to download with: the user gives the type and
+size, and the package has no sha256.
 
 Order is the list order: a new package goes last, a re-registration keeps its place, and only an
 explicit move changes it. Labels are never compared as strings.
@@ -38,7 +39,8 @@ class Package:
     file_id: str
     file_type: str
     size: int
-    sha256: str
+    # None when nothing was downloaded (an MQTT-only entry).
+    sha256: str | None
     version: str
     release_notes: str | None
     registered_at: str
@@ -68,7 +70,7 @@ class Package:
             file_id=data["file_id"],
             file_type=data["file_type"],
             size=data["size"],
-            sha256=data["sha256"],
+            sha256=data.get("sha256") or None,
             version=data["version"],
             release_notes=data.get("release_notes"),
             registered_at=data.get("registered_at", ""),
@@ -203,13 +205,13 @@ class PackageCatalogue:
         file_id: str,
         file_type: str,
         size: int,
-        sha256: str,
+        sha256: str | None,
         version: str,
         release_notes: str | None,
         hardware: Iterable[str] = (),
         sw_commit: str | None = None,
     ) -> Package:
-        """Store a verified package and tell the entities.
+        """Store a package (downloaded, or as the user described it) and tell the entities.
 
         Registering a file id again replaces its record in place (a corrected label or notes)
         and keeps its position, so the order of versions does not silently change.

@@ -1,4 +1,10 @@
-"""Add a console account (the password is exchanged for a revocable API key, which is stored).
+"""Add a console account, or one console project followed over MQTT only.
+
+A console account's password is exchanged for a revocable API key, which is stored. An MQTT-only
+entry names one project by its data and control channel ids; its devices are found on the broker.
+
+MQTT discovery starts a flow when insigh.io telemetry appears on HA's broker: it knows the data
+channel from the topic and asks for the control channel, which telemetry does not show.
 
 The options flow changes how updates are followed (read by the tracker at every use, so no reload
 is needed) and manages the package catalogue, which lives in its own Store: package changes leave
@@ -34,6 +40,7 @@ from homeassistant.helpers.selector import (
     TextSelectorType,
     TimeSelector,
 )
+from homeassistant.helpers.service_info.mqtt import MqttServiceInfo
 import probatio
 
 from .catalogue import HARDWARE_FAMILIES, PackageCatalogue
@@ -55,7 +62,10 @@ from .const import (
     CONF_API_KEY,
     CONF_API_KEY_ID,
     CONF_CONSOLE_URL,
+    CONF_CONTROL_CHANNEL,
+    CONF_DATA_CHANNEL,
     CONF_MIN_BATTERY_MV,
+    CONF_MODE,
     CONF_NOTIFY_FAILURES,
     CONF_RETRY_CAP,
     CONF_SEEN_WITHIN_HOURS,
@@ -64,13 +74,16 @@ from .const import (
     CONF_WINDOW_START,
     DOMAIN,
     LOGGER,
+    MODE_MQTT,
 )
-from .coordinator import InsighioOtaRuntimeData
+from .coordinator import InsighioOtaRuntimeData, console_id, is_mqtt_only
 from .jobs import TrackerSettings
 from .package import FILE_TYPES
+from .protocol import ProtocolError, parse_telemetry_serial, parse_telemetry_topic
 from .services import (
     ATTR_HARDWARE,
     ATTR_POSITION,
+    ATTR_SIZE,
     ATTR_SW_COMMIT,
     SW_COMMIT_VALIDATOR,
     VERSION_VALIDATOR,
@@ -98,10 +111,61 @@ def _user_schema(defaults: dict[str, Any]) -> probatio.Schema:
     )
 
 
+_CHANNEL_SELECTOR = TextSelector()
+_CHANNELS_SCHEMA = probatio.Schema(
+    {
+        probatio.Required(CONF_DATA_CHANNEL): _CHANNEL_SELECTOR,
+        probatio.Required(CONF_CONTROL_CHANNEL): _CHANNEL_SELECTOR,
+    }
+)
+
+
+def _channel(value: str) -> str:
+    """Return a channel id as topics carry it (lower case); raise `ValueError` if it is none."""
+    return console_id(value.strip().lower())
+
+
+def _channels(user_input: dict[str, Any], errors: dict[str, str]) -> tuple[str, str] | None:
+    """Return the (data, control) channels of a form; on a mistake fill `errors`, return None."""
+    channels: dict[str, str] = {}
+    for field in (CONF_DATA_CHANNEL, CONF_CONTROL_CHANNEL):
+        try:
+            channels[field] = _channel(user_input[field])
+        except ValueError:
+            errors[field] = "invalid_channel"
+    if errors:
+        return None
+    if channels[CONF_DATA_CHANNEL] == channels[CONF_CONTROL_CHANNEL]:
+        errors[CONF_CONTROL_CHANNEL] = "same_channel"
+        return None
+    return channels[CONF_DATA_CHANNEL], channels[CONF_CONTROL_CHANNEL]
+
+
+def _telemetry_channel(discovery_info: MqttServiceInfo) -> str | None:
+    """Return the data channel of insigh.io telemetry, None for any other message."""
+    try:
+        device_id = parse_telemetry_topic(discovery_info.topic)
+        channel = discovery_info.topic.split("/")[1]
+        console_id(device_id)
+        console_id(channel)
+        parse_telemetry_serial(discovery_info.payload)
+    except ProtocolError, ValueError:
+        return None
+    return channel
+
+
+def _mqtt_only_title(data_channel: str) -> str:
+    return f"insigh.io project {data_channel[:8]}"
+
+
 class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
-    """Sign in to an insigh.io console account."""
+    """Sign in to an insigh.io console account, or follow one project over MQTT only."""
 
     VERSION = 1
+
+    def __init__(self) -> None:
+        """Start with no discovered data channel."""
+        self._data_channel: str | None = None
 
     @staticmethod
     @callback
@@ -110,10 +174,16 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
         return InsighioOtaOptionsFlow()
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Ask for the console and the account, and check them."""
+        """Offer the two ways in: a console account, or one project over MQTT only."""
         # Requests and reports travel through HA's MQTT integration; without it nothing works.
         if not self.hass.config_entries.async_entries(MQTT_DOMAIN, include_disabled=False):
             return self.async_abort(reason="mqtt_not_configured")
+        return self.async_show_menu(step_id="user", menu_options=["console", "mqtt_only"])
+
+    async def async_step_console(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Ask for the console and the account, and check them."""
         errors: dict[str, str] = {}
         if user_input is not None:
             try:
@@ -138,10 +208,113 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
                         },
                     )
         return self.async_show_form(
-            step_id="user",
+            step_id="console",
             data_schema=_user_schema({**(user_input or {})}),
             errors=errors,
         )
+
+    async def async_step_mqtt_only(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Ask for the project's data and control channels; devices are found on the broker."""
+        errors: dict[str, str] = {}
+        if user_input is not None and (channels := _channels(user_input, errors)) is not None:
+            data_channel, control_channel = channels
+            # The user's own flow wins over a discovery of the same project, which then ends.
+            await self.async_set_unique_id(data_channel, raise_on_progress=False)
+            self._abort_if_unique_id_configured()
+            return self._async_create_mqtt_only_entry(data_channel, control_channel)
+        return self.async_show_form(
+            step_id="mqtt_only",
+            data_schema=self.add_suggested_values_to_schema(_CHANNELS_SCHEMA, user_input),
+            errors=errors,
+        )
+
+    async def async_step_mqtt(self, discovery_info: MqttServiceInfo) -> ConfigFlowResult:
+        """Offer to follow the project of insigh.io telemetry seen on HA's broker.
+
+        HA starts this for every new payload on `channels/+/messages/+`, so anything that is not
+        insigh.io telemetry, or a project already followed, ends here quickly. Only a followed
+        project aborts as `already_configured`.
+        """
+        if (data_channel := _telemetry_channel(discovery_info)) is None:
+            return self.async_abort(reason="not_insighio_device")
+        if self._project_followed(data_channel, None):
+            # Checked before the unique id: that check would record each device's topic on the
+            # entry, a write for nearly every telemetry message of a project with many devices.
+            # Rediscovery after the entry is deleted needs no record: telemetry keeps coming.
+            return self.async_abort(reason="already_configured")
+        # One flow per project, however many of its devices talk; an ignored project ends here.
+        await self.async_set_unique_id(data_channel)
+        self._abort_if_unique_id_configured()
+        self._data_channel = data_channel
+        self.context["title_placeholders"] = {"project": data_channel[:8]}
+        return await self.async_step_mqtt_confirm()
+
+    async def async_step_mqtt_confirm(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Show the discovered data channel and ask for the project's control channel."""
+        assert self._data_channel is not None  # noqa: S101 - set by async_step_mqtt.
+        data_channel = self._data_channel
+        errors: dict[str, str] = {}
+        if user_input is not None and (
+            channels := _channels(
+                {
+                    CONF_DATA_CHANNEL: data_channel,
+                    CONF_CONTROL_CHANNEL: user_input[CONF_CONTROL_CHANNEL],
+                },
+                errors,
+            )
+        ):
+            return self._async_create_mqtt_only_entry(*channels)
+        return self.async_show_form(
+            step_id="mqtt_confirm",
+            data_schema=self.add_suggested_values_to_schema(
+                probatio.Schema({probatio.Required(CONF_CONTROL_CHANNEL): _CHANNEL_SELECTOR}),
+                user_input,
+            ),
+            description_placeholders={"data_channel": data_channel},
+            errors=errors,
+        )
+
+    def _async_create_mqtt_only_entry(
+        self, data_channel: str, control_channel: str
+    ) -> ConfigFlowResult:
+        """Create the entry, unless an entry of either mode already follows the project."""
+        if self._project_followed(data_channel, control_channel):
+            return self.async_abort(reason="already_configured")
+        return self.async_create_entry(
+            title=_mqtt_only_title(data_channel),
+            data={
+                CONF_MODE: MODE_MQTT,
+                CONF_DATA_CHANNEL: data_channel,
+                CONF_CONTROL_CHANNEL: control_channel,
+            },
+        )
+
+    def _project_followed(
+        self, data_channel: str, control_channel: str | None, *, ignore: str | None = None
+    ) -> bool:
+        """Return True when another entry follows one of the project's channels.
+
+        A console entry follows the projects of the devices it lists (known once it is loaded);
+        an MQTT-only entry the project it names. `ignore` is the entry being reconfigured.
+        """
+        channels = {data_channel, control_channel} - {None}
+        for entry in self.hass.config_entries.async_entries(DOMAIN):
+            if entry.entry_id == ignore:
+                continue
+            if is_mqtt_only(entry):
+                followed = {entry.data[CONF_DATA_CHANNEL], entry.data[CONF_CONTROL_CHANNEL]}
+            elif entry.state is ConfigEntryState.LOADED:
+                runtime: InsighioOtaRuntimeData = entry.runtime_data
+                followed = runtime.coordinator.data_channels | runtime.coordinator.control_channels
+            else:
+                continue
+            if channels & followed:
+                return True
+        return False
 
     async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
         """Sign in again when the console refuses the stored API key (revoked or expired)."""
@@ -186,9 +359,12 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
         """Move the account to another console address; a new API key is made there.
 
         The account (its email) stays the same: an API key belongs to one console, so the
-        password is asked again, and the entry reloads with the new address and key.
+        password is asked again, and the entry reloads with the new address and key. An
+        MQTT-only entry changes its channels instead.
         """
         entry = self._get_reconfigure_entry()
+        if is_mqtt_only(entry):
+            return await self.async_step_reconfigure_channels()
         email: str = entry.data[CONF_EMAIL]
         errors: dict[str, str] = {}
         if user_input is not None:
@@ -232,6 +408,37 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
                 }
             ),
             description_placeholders={"email": email},
+            errors=errors,
+        )
+
+    async def async_step_reconfigure_channels(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Change the channels of an MQTT-only entry; its unique id follows the data channel."""
+        entry = self._get_reconfigure_entry()
+        errors: dict[str, str] = {}
+        if user_input is not None and (channels := _channels(user_input, errors)) is not None:
+            data_channel, control_channel = channels
+            if data_channel != entry.unique_id:
+                await self.async_set_unique_id(data_channel, raise_on_progress=False)
+                self._abort_if_unique_id_configured()
+            if self._project_followed(data_channel, control_channel, ignore=entry.entry_id):
+                return self.async_abort(reason="already_configured")
+            return self.async_update_reload_and_abort(
+                entry,
+                unique_id=data_channel,
+                title=_mqtt_only_title(data_channel),
+                data_updates={
+                    CONF_DATA_CHANNEL: data_channel,
+                    CONF_CONTROL_CHANNEL: control_channel,
+                },
+                reason="channels_changed",
+            )
+        return self.async_show_form(
+            step_id="reconfigure_channels",
+            data_schema=self.add_suggested_values_to_schema(
+                _CHANNELS_SCHEMA, user_input or dict(entry.data)
+            ),
             errors=errors,
         )
 
@@ -285,11 +492,30 @@ _ADD_PACKAGE_SCHEMA = probatio.Schema(
         probatio.Optional(ATTR_SW_COMMIT): _TEXT,
     }
 )
+# An MQTT-only entry cannot download the package: the user gives its type and exact size.
+_ADD_MQTT_PACKAGE_SCHEMA = probatio.Schema(
+    {
+        probatio.Required(ATTR_FILE_ID): _TEXT,
+        probatio.Required(ATTR_FILE_TYPE, default=FILE_TYPES[0]): SelectSelector(
+            SelectSelectorConfig(options=list(FILE_TYPES), mode=SelectSelectorMode.DROPDOWN)
+        ),
+        probatio.Required(ATTR_SIZE): NumberSelector(
+            NumberSelectorConfig(
+                min=1, step=1, mode=NumberSelectorMode.BOX, unit_of_measurement="B"
+            )
+        ),
+        probatio.Required(ATTR_VERSION): _TEXT,
+        probatio.Optional(ATTR_RELEASE_NOTES): _MULTILINE,
+        probatio.Optional(ATTR_HARDWARE): _HARDWARE_SELECTOR,
+        probatio.Optional(ATTR_SW_COMMIT): _TEXT,
+    }
+)
 # Which form field an error of the shared package functions belongs to; others are "base".
 _ERROR_FIELDS = {
     "invalid_package": ATTR_FILE_ID,
     "package_not_found": ATTR_FILE_ID,
     "version_taken": ATTR_VERSION,
+    "invalid_file_type": ATTR_FILE_TYPE,
 }
 
 
@@ -357,7 +583,7 @@ class InsighioOtaOptionsFlow(OptionsFlow):
         """Offer the settings, and the package steps that apply now."""
         menu = ["settings"]
         if (runtime := self._runtime()) is not None:
-            menu.append("add_package")
+            menu.append("add_package_mqtt" if runtime.client is None else "add_package")
             if runtime.catalogue.packages:
                 menu.extend(("edit_package", "remove_package"))
         return self.async_show_menu(step_id="init", menu_options=menu)
@@ -400,6 +626,20 @@ class InsighioOtaOptionsFlow(OptionsFlow):
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
         """Download and check a console package exactly as the register action does."""
+        return await self._async_add_package("add_package", _ADD_PACKAGE_SCHEMA, user_input)
+
+    async def async_step_add_package_mqtt(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Register a package of an MQTT-only entry by its file id, type and size."""
+        return await self._async_add_package(
+            "add_package_mqtt", _ADD_MQTT_PACKAGE_SCHEMA, user_input
+        )
+
+    async def _async_add_package(
+        self, step_id: str, schema: probatio.Schema, user_input: dict[str, Any] | None
+    ) -> ConfigFlowResult:
+        """Register a package as the register action does, with its errors in the form."""
         if (runtime := self._runtime()) is None:
             return self.async_abort(reason="entry_not_loaded")
         errors: dict[str, str] = {}
@@ -414,14 +654,15 @@ class InsighioOtaOptionsFlow(OptionsFlow):
                     release_notes=user_input.get(ATTR_RELEASE_NOTES),
                     hardware=user_input.get(ATTR_HARDWARE, ()),
                     sw_commit=user_input.get(ATTR_SW_COMMIT),
+                    size=int(user_input[ATTR_SIZE]) if ATTR_SIZE in user_input else None,
                 )
             except HomeAssistantError as err:
                 errors, placeholders = _form_error(err)
             else:
                 return self._async_packages_done()
         return self.async_show_form(
-            step_id="add_package",
-            data_schema=self.add_suggested_values_to_schema(_ADD_PACKAGE_SCHEMA, user_input),
+            step_id=step_id,
+            data_schema=self.add_suggested_values_to_schema(schema, user_input),
             errors=errors,
             description_placeholders=placeholders,
         )

@@ -10,6 +10,16 @@ LOGGER = logging.getLogger(__package__)
 CONF_CONSOLE_URL: Final = "console_url"
 CONF_API_KEY: Final = "api_key"
 CONF_API_KEY_ID: Final = "api_key_id"
+# An entry is either a console account (the default, also for entries made before MQTT-only mode
+# existed, which have no `mode`) or one console project followed over MQTT only.
+CONF_MODE: Final = "mode"
+MODE_CONSOLE: Final = "console"
+MODE_MQTT: Final = "mqtt"
+CONF_DATA_CHANNEL: Final = "data_channel"
+CONF_CONTROL_CHANNEL: Final = "control_channel"
+# An MQTT-only entry adds a device whenever a new id talks on the project's channels; anyone who
+# can publish there could invent ids, so the list has a ceiling.
+MAX_DISCOVERED_DEVICES: Final = 5000
 
 # The console's device list changes rarely (someone adds a device in the console), so a slow
 # poll is enough; everything that happens during an OTA arrives over MQTT instead.

@@ -1,28 +1,62 @@
-"""The console's device list, polled slowly; everything about an OTA itself arrives over MQTT."""
+"""The devices of a config entry: the console's device list, or the devices heard on MQTT.
 
+A console entry polls the console's device list slowly; everything about an OTA itself arrives
+over MQTT. An MQTT-only entry has no console account: its devices are the ones that introduce
+themselves on the project's channels (telemetry or `/stat`), remembered in a `Store`.
+"""
+
+from abc import abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
+import uuid
 
+from homeassistant.components.mqtt import ReceiveMessage
 from homeassistant.config_entries import ConfigEntry
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed
 from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers.storage import Store
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 
 from .console import ConsoleAuthenticationError, ConsoleClient, ConsoleDevice, ConsoleError
-from .const import DEVICE_LIST_INTERVAL, DOMAIN, LOGGER
+from .const import (
+    CONF_CONTROL_CHANNEL,
+    CONF_DATA_CHANNEL,
+    CONF_MODE,
+    DEVICE_LIST_INTERVAL,
+    DOMAIN,
+    LOGGER,
+    MANUFACTURER,
+    MAX_DISCOVERED_DEVICES,
+    MODE_CONSOLE,
+    MODE_MQTT,
+)
+from .protocol import (
+    ControlKind,
+    ProtocolError,
+    parse_control_topic,
+    parse_stat,
+    parse_telemetry_serial,
+    parse_telemetry_topic,
+)
 
 if TYPE_CHECKING:
     from .catalogue import PackageCatalogue
     from .rollout import RolloutManager
     from .tracker import OtaTracker
 
+DEVICES_STORAGE_VERSION: Final = 1
+# Devices tend to introduce themselves in bursts (every device of a project wakes after a
+# restart of the bridge): one write covers a burst.
+DEVICES_SAVE_DELAY: Final = 10
+MAX_SERIAL_LENGTH: Final = 32
+
 
 @dataclass(slots=True)
 class InsighioOtaRuntimeData:
-    """What a loaded config entry holds."""
+    """What a loaded config entry holds; `client` is None for an MQTT-only entry."""
 
-    client: ConsoleClient
+    client: ConsoleClient | None
     coordinator: InsighioOtaCoordinator
     catalogue: PackageCatalogue
     tracker: OtaTracker
@@ -32,10 +66,40 @@ class InsighioOtaRuntimeData:
 type InsighioOtaConfigEntry = ConfigEntry[InsighioOtaRuntimeData]
 
 
+def console_id(value: str) -> str:
+    """Return a console id (device or channel) in canonical form; raise `ValueError` if none.
+
+    The console makes every id a UUID, written in lower case with dashes; topics carry it so.
+    """
+    if str(uuid.UUID(value)) != value:
+        raise ValueError(f"not a console id: {value!r}")
+    return value
+
+
+def is_mqtt_only(entry: ConfigEntry) -> bool:
+    """Return True for an MQTT-only entry; entries without a mode are console accounts."""
+    mode: str = entry.data.get(CONF_MODE, MODE_CONSOLE)
+    return mode == MODE_MQTT
+
+
 class InsighioOtaCoordinator(DataUpdateCoordinator[dict[str, ConsoleDevice]]):
-    """Keeps the console's devices of the account, by device id."""
+    """The devices of a config entry by device id, and the channels to follow for them."""
 
     config_entry: InsighioOtaConfigEntry
+
+    @property
+    @abstractmethod
+    def control_channels(self) -> set[str]:
+        """Return the control channels to follow."""
+
+    @property
+    @abstractmethod
+    def data_channels(self) -> set[str]:
+        """Return the data (telemetry) channels to follow."""
+
+
+class ConsoleDeviceCoordinator(InsighioOtaCoordinator):
+    """Keeps the console's devices of the account, by device id."""
 
     def __init__(
         self, hass: HomeAssistant, entry: InsighioOtaConfigEntry, client: ConsoleClient
@@ -91,3 +155,135 @@ class InsighioOtaCoordinator(DataUpdateCoordinator[dict[str, ConsoleDevice]]):
     def data_channels(self) -> set[str]:
         """Return the data (telemetry) channels of the known devices."""
         return {device.data_channel for device in (self.data or {}).values()}
+
+
+class MqttDeviceCoordinator(InsighioOtaCoordinator):
+    """The devices of one console project that introduced themselves on HA's broker.
+
+    Nothing is polled: the list grows when a device id is first seen in valid telemetry on the
+    data channel or a valid `/stat` on the control channel (the tracker hands every such message
+    to `async_device_seen` before it reads it), and shrinks when the user removes a device. OTA
+    traffic never adds a device: anyone can publish on `/ota`, and a report is no proof that a
+    device exists. The list lives in a `Store`, so the devices are back at once after a restart.
+    """
+
+    def __init__(self, hass: HomeAssistant, entry: InsighioOtaConfigEntry) -> None:
+        """Follow the project whose channels the entry names."""
+        super().__init__(hass, LOGGER, config_entry=entry, name=DOMAIN, update_interval=None)
+        self.data_channel: str = entry.data[CONF_DATA_CHANNEL]
+        self.control_channel: str = entry.data[CONF_CONTROL_CHANNEL]
+        self._store: Store[dict[str, Any]] = Store(
+            hass, DEVICES_STORAGE_VERSION, f"{DOMAIN}.{entry.entry_id}.devices"
+        )
+        self._cap_logged = False
+        self._loaded = False
+
+    async def _async_update_data(self) -> dict[str, ConsoleDevice]:
+        """Return the devices seen so far: read from storage the first time, kept afterwards."""
+        if self._loaded:
+            return self.data
+        self._loaded = True
+        stored = await self._store.async_load() or {}
+        devices = stored.get("devices") if isinstance(stored, dict) else None
+        known: dict[str, ConsoleDevice] = {}
+        if isinstance(stored, dict) and stored.get(CONF_DATA_CHANNEL) != self.data_channel:
+            # The entry now follows another project (reconfigured): its devices are not ours.
+            devices = None
+        for device_id, record in (devices if isinstance(devices, dict) else {}).items():
+            name = record.get("name") if isinstance(record, dict) else None
+            if isinstance(name, str) and len(known) < MAX_DISCOVERED_DEVICES:
+                known[device_id] = self._device(device_id, name)
+        return known
+
+    @property
+    def control_channels(self) -> set[str]:
+        """Return the project's control channel: followed even before any device is known."""
+        return {self.control_channel}
+
+    @property
+    def data_channels(self) -> set[str]:
+        """Return the project's data channel: followed even before any device is known."""
+        return {self.data_channel}
+
+    @callback
+    def async_device_seen(self, message: ReceiveMessage) -> None:
+        """Add the device a telemetry or `/stat` message comes from, when it is new and valid."""
+        found = self._introduced_device(message)
+        if found is None:
+            return
+        device_id, serial = found
+        if len(self.data) >= MAX_DISCOVERED_DEVICES:
+            if not self._cap_logged:
+                self._cap_logged = True
+                LOGGER.warning(
+                    "Not adding device %s: this entry already follows %s devices, the most it "
+                    "takes; remove devices that are gone to make room",
+                    device_id,
+                    MAX_DISCOVERED_DEVICES,
+                )
+            return
+        name = f"{MANUFACTURER} {serial or device_id[:8]}"
+        LOGGER.info("Found device %s (%s) on the project's channels", name, device_id)
+        self.async_set_updated_data({**self.data, device_id: self._device(device_id, name)})
+        self._store.async_delay_save(self._data_to_save, DEVICES_SAVE_DELAY)
+
+    def _introduced_device(self, message: ReceiveMessage) -> tuple[str, str | None] | None:
+        """Return the id and serial of a new device a message introduces, else None.
+
+        Known devices return at once, before any payload is parsed: this runs for every
+        telemetry message of the project.
+        """
+        topic = message.topic
+        try:
+            if topic.startswith(f"channels/{self.data_channel}/"):
+                device_id = parse_telemetry_topic(topic)
+                if device_id in self.data:
+                    return None
+                serial: str | None = parse_telemetry_serial(message.payload)
+            else:
+                control = parse_control_topic(topic)
+                device_id = control.device_id
+                if (
+                    control.kind is not ControlKind.STAT
+                    or control.control_channel != self.control_channel
+                    or device_id in self.data
+                ):
+                    return None
+                serial = parse_stat(message.payload).serial
+            console_id(device_id)
+        except ProtocolError, ValueError:
+            return None
+        # A serial names the device only when it looks like one (the firmware sends its MAC).
+        if serial is not None and not (serial.isalnum() and len(serial) <= MAX_SERIAL_LENGTH):
+            serial = None
+        return device_id, serial
+
+    async def async_forget(self, device_id: str) -> None:
+        """Forget a device the user removed; it comes back when it reports again."""
+        if device_id not in self.data:
+            return
+        self.async_set_updated_data({k: v for k, v in self.data.items() if k != device_id})
+        await self._async_save()
+
+    async def async_unload(self) -> None:
+        """Write a pending change now rather than after the delay."""
+        await self._async_save()
+
+    def _device(self, device_id: str, name: str) -> ConsoleDevice:
+        # No key: HA never downloads for an MQTT-only entry.
+        return ConsoleDevice(
+            device_id=device_id,
+            name=name,
+            key="",
+            data_channel=self.data_channel,
+            control_channel=self.control_channel,
+        )
+
+    def _data_to_save(self) -> dict[str, Any]:
+        return {
+            CONF_DATA_CHANNEL: self.data_channel,
+            "devices": {device_id: {"name": d.name} for device_id, d in (self.data or {}).items()},
+        }
+
+    async def _async_save(self) -> None:
+        await self._store.async_save(self._data_to_save())

@@ -9,7 +9,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.device_registry import DeviceEntry
 
 from .const import CONF_API_KEY, CONF_API_KEY_ID, DOMAIN
-from .coordinator import InsighioOtaConfigEntry
+from .coordinator import InsighioOtaConfigEntry, is_mqtt_only
 
 # Device keys are MQTT passwords and download credentials; the API key opens the account; the
 # cellular identifiers and serials identify a person's hardware.
@@ -23,6 +23,12 @@ TO_REDACT = {
     "cell_imsi",
     "cell_iccid",
 }
+# An MQTT-only entry names its devices after their serials.
+TO_REDACT_MQTT_ONLY = {*TO_REDACT, "name"}
+
+
+def _to_redact(entry: InsighioOtaConfigEntry) -> set[str]:
+    return TO_REDACT_MQTT_ONLY if is_mqtt_only(entry) else TO_REDACT
 
 
 async def async_get_config_entry_diagnostics(
@@ -40,7 +46,7 @@ async def async_get_config_entry_diagnostics(
             "packages": [package.as_dict() for package in runtime.catalogue.packages],
             "options": dict(entry.options),
         },
-        TO_REDACT,
+        _to_redact(entry),
     )
 
 
@@ -55,7 +61,7 @@ async def async_get_device_diagnostics(
             for device_id in device_ids
             if device_id in entry.runtime_data.coordinator.data
         },
-        TO_REDACT,
+        _to_redact(entry),
     )
 
 

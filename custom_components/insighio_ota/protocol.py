@@ -404,3 +404,23 @@ def parse_stat(payload: Payload) -> DeviceStat:
             for name, value in unknown[:MAX_EXTRA_RECORDS]
         },
     )
+
+
+# The base name insigh.io firmware gives its telemetry: the device's serial (its Wi-Fi MAC, 12 hex
+# characters) and a dash, on the first record.
+_TELEMETRY_BASE_NAME: Final = re.compile(r"([0-9A-Fa-f]{12})-")
+
+
+def parse_telemetry_serial(payload: Payload) -> str:
+    """Return the serial (lower case) an insigh.io telemetry payload names in its base name.
+
+    Raises `ProtocolError` for a payload that is not SenML with the firmware's `<serial>-` base
+    name: other traffic on a data channel is not an insigh.io device's telemetry.
+    """
+    pack = _load_pack(payload)
+    base_name = next((record["bn"] for record in pack if "bn" in record), None)
+    if not isinstance(base_name, str) or not (match := _TELEMETRY_BASE_NAME.fullmatch(base_name)):
+        raise ProtocolError("the telemetry has no '<serial>-' base name")
+    if not _values_by_name(pack):
+        raise ProtocolError("the telemetry has no named records")
+    return match.group(1).lower()

@@ -194,7 +194,8 @@ class PackageWatch:
         """Download each package (every registered one by default); raise or clear its issue."""
         runtime = self._runtime
         devices = list(runtime.coordinator.data.values())
-        if not devices:
+        # An MQTT-only entry has no console to ask (and no device key to ask with).
+        if runtime.client is None or not devices:
             return
         for package in list(runtime.catalogue.packages if packages is None else packages):
             issue_id = package_issue_id(self._entry.entry_id, package.file_id)

@@ -28,6 +28,7 @@ from .catalogue import (
 )
 from .console import (
     ConsoleAuthenticationError,
+    ConsoleClient,
     ConsoleError,
     PackageDownload,
     PackageNotFoundError,
@@ -45,7 +46,7 @@ from .const import (
     SERVICE_REGISTER_PACKAGE,
 )
 from .coordinator import InsighioOtaConfigEntry, InsighioOtaRuntimeData
-from .package import PackageFormatError, check_package
+from .package import FILE_TYPES, PackageFormatError, check_package
 from .protocol import OtaRequest, ProtocolError
 from .rollout import (
     DEFAULT_CANARY_COUNT,
@@ -57,6 +58,7 @@ from .rollout import (
 ATTR_HARDWARE: Final = "hardware"
 ATTR_SW_COMMIT: Final = "sw_commit"
 ATTR_POSITION: Final = "position"
+ATTR_SIZE: Final = "size"
 ATTR_PACKAGES: Final = "packages"
 SERVICE_UPDATE_PACKAGE: Final = "update_package"
 SERVICE_REMOVE_PACKAGE: Final = "remove_package"
@@ -102,6 +104,8 @@ REGISTER_PACKAGE_SCHEMA = probatio.Schema(
         probatio.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
         probatio.Required(ATTR_FILE_ID): _FILE_ID,
         probatio.Optional(ATTR_FILE_TYPE, default=".tar"): probatio.All(cv.string, probatio.Strip),
+        # Only for an MQTT-only entry, which cannot download the package to measure it.
+        probatio.Optional(ATTR_SIZE): probatio.All(probatio.Coerce(int), probatio.Range(min=1)),
         probatio.Required(ATTR_VERSION): VERSION_VALIDATOR,
         probatio.Optional(ATTR_RELEASE_NOTES): cv.string,
         probatio.Optional(ATTR_HARDWARE, default=list): _HARDWARE,
@@ -191,15 +195,32 @@ async def async_register_package(
     release_notes: str | None = None,
     hardware: Iterable[str] = (),
     sw_commit: str | None = None,
+    size: int | None = None,
 ) -> Package:
-    """Download a console package, check the firmware can apply it, then store it.
+    """Register a package: downloaded and checked in console mode, as described in MQTT-only mode.
 
-    Nothing is stored unless every check passes. `sw_commit` defaults to the one the package's
-    `version.py` names. Raises translated `ServiceValidationError`/`HomeAssistantError`.
+    A console entry downloads the package with a device's credentials, checks the firmware can
+    apply it and learns its size; `size` must then be left out. An MQTT-only entry has no device
+    key to download with, so the user's type and `size` are taken as they are: the firmware
+    needs the exact size in the request. Nothing is stored unless every check passes.
+    `sw_commit` defaults to the one the package's `version.py` names (console mode only).
+    Raises translated `ServiceValidationError`/`HomeAssistantError`.
     """
+    client = runtime.client
+    if client is None and size is None:
+        raise ServiceValidationError(translation_domain=DOMAIN, translation_key="size_required")
+    if client is not None and size is not None:
+        raise ServiceValidationError(translation_domain=DOMAIN, translation_key="size_measured")
+    if client is None and file_type not in FILE_TYPES:
+        # Without a download nothing else checks that the firmware knows the type.
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="invalid_file_type",
+            translation_placeholders={"file_type": file_type, "types": ", ".join(FILE_TYPES)},
+        )
     try:
-        # Checks the id and type the way the firmware will, before anything is downloaded.
-        OtaRequest(file_id, file_type, 1)
+        # Checks the id, type and size the way the firmware will, before anything is downloaded.
+        OtaRequest(file_id, file_type, size or 1)
     except ProtocolError as err:
         raise ServiceValidationError(
             translation_domain=DOMAIN,
@@ -209,7 +230,19 @@ async def async_register_package(
     try:
         # Checked before the download to save it, and again when the package is stored.
         runtime.catalogue.check_version_free(file_id, version)
-        download = await _async_download(runtime, file_id)
+        if client is None:
+            assert size is not None  # noqa: S101 - refused above when missing.
+            return await runtime.catalogue.async_add(
+                file_id=file_id,
+                file_type=file_type,
+                size=size,
+                sha256=None,
+                version=version,
+                release_notes=release_notes,
+                hardware=hardware,
+                sw_commit=sw_commit,
+            )
+        download = await _async_download(runtime, client, file_id)
         try:
             report = check_package(download.content, file_type)
         except PackageFormatError as err:
@@ -273,7 +306,9 @@ def _unknown_package(file_id: str) -> ServiceValidationError:
     )
 
 
-async def _async_download(runtime: InsighioOtaRuntimeData, file_id: str) -> PackageDownload:
+async def _async_download(
+    runtime: InsighioOtaRuntimeData, client: ConsoleClient, file_id: str
+) -> PackageDownload:
     """Download a package with the first device's credentials, as a device would get it."""
     devices = list(runtime.coordinator.data.values())
     if not devices:
@@ -281,7 +316,7 @@ async def _async_download(runtime: InsighioOtaRuntimeData, file_id: str) -> Pack
             translation_domain=DOMAIN, translation_key="no_device_to_verify"
         )
     try:
-        return await runtime.client.download_package(file_id, devices[0])
+        return await client.download_package(file_id, devices[0])
     except PackageNotFoundError as err:
         raise ServiceValidationError(
             translation_domain=DOMAIN,
@@ -313,6 +348,7 @@ async def _async_register_package_action(call: ServiceCall) -> ServiceResponse:
         release_notes=call.data.get(ATTR_RELEASE_NOTES),
         hardware=call.data[ATTR_HARDWARE],
         sw_commit=call.data.get(ATTR_SW_COMMIT),
+        size=call.data.get(ATTR_SIZE),
     )
     return package_data(runtime.catalogue, package)
 

@@ -132,13 +132,20 @@ class OtaTracker:
         devices: Callable[[], Mapping[str, ConsoleDevice]],
         settings: Callable[[], TrackerSettings] = TrackerSettings,
         catalogue: PackageCatalogue | None = None,
+        *,
+        device_seen: Callable[[mqtt.ReceiveMessage], None] | None = None,
     ) -> None:
-        """Prepare the tracker; call `async_load`, then `async_subscribe`."""
+        """Prepare the tracker; call `async_load`, then `async_subscribe`.
+
+        `device_seen` gets every telemetry and `/stat` message before it is read, so that an
+        MQTT-only entry can add a device it has not seen yet and have this very message count.
+        """
         self._hass = hass
         self._entry_id = entry_id
         self._devices = devices
         self._settings = settings
         self._catalogue = catalogue
+        self._device_seen = device_seen
         self._store: Store[dict[str, Any]] = Store(
             hass, STORAGE_VERSION, f"{DOMAIN}.{entry_id}.jobs"
         )
@@ -749,6 +756,8 @@ class OtaTracker:
 
     async def _async_on_stat_message(self, message: mqtt.ReceiveMessage) -> None:
         """Record a device's /stat and use it to verify or settle its job."""
+        if self._device_seen is not None:
+            self._device_seen(message)
         if (device_id := self._known_device_id(message)) is None:
             return
         try:
@@ -840,6 +849,8 @@ class OtaTracker:
     @callback
     def _on_telemetry(self, message: mqtt.ReceiveMessage) -> None:
         """Learn when a device wakes (its cadence) and its battery from telemetry."""
+        if self._device_seen is not None:
+            self._device_seen(message)
         try:
             device_id = parse_telemetry_topic(message.topic)
         except ProtocolError:
