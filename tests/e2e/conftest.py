@@ -232,6 +232,10 @@ def setup_through_config_flow(hass: HomeAssistant, real_mqtt: MockConfigEntry) -
 
     async def _setup(console: Simulator) -> MockConfigEntry:
         result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": "user"})
+        # The first step asks which way in: a console account or MQTT only.
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {"next_step_id": "console"}
+        )
         result = await hass.config_entries.flow.async_configure(
             result["flow_id"],
             {
