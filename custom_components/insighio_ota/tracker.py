@@ -94,6 +94,8 @@ FOREIGN_REPORTS_KEPT = 5
 REPLAY_GRACE = timedelta(seconds=5)
 # Telemetry only changes what we know of a device, so it is saved in batches.
 FACTS_SAVE_DELAY = 30
+# A held request whose window opens while the broker is away is tried again this much later.
+RELEASE_RETRY = timedelta(minutes=1)
 
 
 def _notification_id(job: OtaJob) -> str:
@@ -398,6 +400,13 @@ class OtaTracker:
             if window is not None
             else self._settings().held_until(dt_util.now())
         )
+        if held_until is None and not mqtt.is_connected(self._hass):
+            # Refused before publishing: a QoS 1 publish while disconnected fails, yet the MQTT
+            # client keeps it and sends it after the reconnect, so the device would install an
+            # update the user was told had failed, with no job following it.
+            raise HomeAssistantError(
+                translation_domain=DOMAIN, translation_key="mqtt_not_connected"
+            )
         start = dt_util.as_utc(held_until) if held_until else now
         job = OtaJob(
             job_id=uuid.uuid4().hex[:12],
@@ -443,6 +452,18 @@ class OtaTracker:
 
     async def _async_release(self, job: OtaJob) -> None:
         """Publish a request held for the maintenance window, now that it is open."""
+        if not mqtt.is_connected(self._hass):
+            # Held a little longer rather than failed: the broker is usually back soon, and a
+            # publish now would be sent after the reconnect anyway (see `async_request`).
+            LOGGER.info(
+                "Holding the OTA request of device %s until Home Assistant is connected to "
+                "the MQTT broker",
+                job.device_id,
+            )
+            job.held_until = (dt_util.utcnow() + RELEASE_RETRY).isoformat()
+            self._schedule_deadline(job)
+            await self._async_changed(job, fire_event=False)
+            return
         try:
             await self._async_publish_request(job)
         except HomeAssistantError as err:
