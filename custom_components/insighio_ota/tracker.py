@@ -701,10 +701,10 @@ class OtaTracker:
             job.deadline = (dt_util.utcnow() + VERIFY_WINDOW).isoformat()
             self._record_installed(job)
             self._schedule_deadline(job)
+            await self._async_changed(job)
             # The device clears the request itself after a success, but if that fails it would
             # apply the package again at every wake: clearing is idempotent, so we always do.
             await self._async_clear(job)
-            await self._async_changed(job)
         elif report.is_failed:
             await self._async_on_failure(job, report.reason)
         elif report.code == OtaCode.CANCELLED:
@@ -741,8 +741,8 @@ class OtaTracker:
         job.deadline = (dt_util.utcnow() + VERIFY_WINDOW).isoformat()
         self._record_installed(job)
         self._schedule_deadline(job)
-        await self._async_clear(job)
         await self._async_changed(job)
+        await self._async_clear(job)
 
     async def _async_on_failure(self, job: OtaJob, reason: str | None) -> None:
         """End the job, except for download failures the device retries at its next wake."""
@@ -857,8 +857,9 @@ class OtaTracker:
                 _move(job, JobState.VERIFIED, "applied while Home Assistant was not listening")
             else:
                 _move(job, JobState.VERIFIED, "applied; the device's report was not received")
-                await self._async_clear(job)
             await self._async_changed(job)
+            if not job.request_gone:
+                await self._async_clear(job)
             return
         await self._async_end(
             job,
@@ -906,10 +907,10 @@ class OtaTracker:
         job.awaiting_stat = False
         job.deadline = None
         _move(job, state, reason)
-        await self._async_clear(job)
         if state in (JobState.FAILED, JobState.TIMED_OUT, JobState.UNKNOWN):
             self._notify(job)
         await self._async_changed(job)
+        await self._async_clear(job)
 
     def _schedule_deadline(self, job: OtaJob) -> None:
         """Give up on a waiting job at its deadline; publish a held one when the window opens."""
@@ -1025,12 +1026,17 @@ class OtaTracker:
         return lambda: self._job_listeners.remove(listener)
 
     async def _async_changed(self, job: OtaJob, *, fire_event: bool = True) -> None:
-        """Persist a change, fire the status event and refresh the device's entities."""
+        """Tell the change (listeners, status event, entities), then persist it.
+
+        Everything is told before the first await, and callers call this right after the job
+        moved, before they publish: a message handled meanwhile (the /stat of a reboot while
+        our clear waits for its acknowledgement) must not move the job before its event fired,
+        or the event would show the later state, twice, and never `applied`.
+        """
         if job.state in (JobState.QUEUED, JobState.APPLIED, JobState.VERIFIED):
             # A new request or a success makes an earlier failure notice stale.
             persistent_notification.async_dismiss(self._hass, _notification_id(job))
         self._record_history(job)
-        await self._async_save()
         for listener in list(self._job_listeners):
             listener(job)
         if fire_event:
@@ -1047,6 +1053,7 @@ class OtaTracker:
                 },
             )
         async_dispatcher_send(self._hass, signal_device_updated(self._entry_id, job.device_id))
+        await self._async_save()
 
     def _data_to_save(self) -> dict[str, Any]:
         return {
