@@ -56,6 +56,12 @@ def _add_console(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--email", default="demo@insigh.io", help="account email")
     parser.add_argument("--password", default="console-demo", help="account password")
+    parser.add_argument(
+        "--fault-file",
+        type=Path,
+        help="while this file holds 'error' or 'hang', every API request answers HTTP 500 or "
+        "never answers (a console outage, for fault tests)",
+    )
 
 
 def _add_devices(parser: argparse.ArgumentParser) -> None:
@@ -170,7 +176,14 @@ async def _run(args: argparse.Namespace) -> int:
             if args.demo_packages:
                 for path in write_demo_packages(packages_dir):
                     _LOGGER.info("wrote demo package %s", path)
-            state = ConsoleState(args.email, args.password, project, identities, packages_dir)
+            state = ConsoleState(
+                args.email,
+                args.password,
+                project,
+                identities,
+                packages_dir,
+                fault_file=args.fault_file,
+            )
             server = ConsoleServer(state, args.console_host, args.console_port)
             console_url = await server.start()
         if args.command in ("all", "devices"):

@@ -7,6 +7,8 @@ the integration cannot come to depend on endpoints the real console does not hav
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 import json
@@ -63,9 +65,43 @@ class ConsoleState:
     packages_dir: Path
     login_tokens: dict[str, datetime] = field(default_factory=dict)
     api_keys: dict[str, datetime] = field(default_factory=dict)
+    # While this file exists, its content ("error" or "hang") makes the REST API fail that way:
+    # a test switches the console's outage on and off without restarting it.
+    fault_file: Path | None = None
+
+    def fault(self) -> str | None:
+        """Return the outage to simulate now: "error", "hang" or None."""
+        if self.fault_file is None:
+            return None
+        try:
+            fault = self.fault_file.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return fault if fault in FAULTS else None
 
 
 STATE_KEY: web.AppKey[ConsoleState] = web.AppKey("state", ConsoleState)
+
+# How a console outage looks to a client: HTTP 500 at once, or no answer at all.
+FAULTS = ("error", "hang")
+# How often a hanging request looks whether the outage is over.
+HANG_POLL = 0.2
+
+
+@web.middleware
+async def outage_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Answer every API request with the outage the state's fault file asks for, if any."""
+    fault = request.app[STATE_KEY].fault()
+    if fault == "error":
+        return _error(500, "internal server error")
+    # A hang lasts until the fault is switched off or the client gives up (which cancels this
+    # handler, see `ConsoleServer.start`).
+    while fault == "hang":
+        await asyncio.sleep(HANG_POLL)
+        fault = request.app[STATE_KEY].fault()
+    return await handler(request)
 
 
 def _now() -> datetime:
@@ -233,7 +269,7 @@ async def get_package_download(request: web.Request) -> web.Response:
 
 def create_app(state: ConsoleState) -> web.Application:
     """Build the aiohttp application for the given console state."""
-    app = web.Application()
+    app = web.Application(middlewares=[outage_middleware])
     app[STATE_KEY] = state
     app.router.add_post(f"{PREFIX}/tokens", post_tokens)
     app.router.add_post(f"{PREFIX}/keys", post_keys)
@@ -260,6 +296,8 @@ class ConsoleServer:
             create_app(self._state),
             access_log_class=PathOnlyAccessLogger,
             access_log=logging.getLogger("simulator.console.access"),
+            # A client that gives up on a hanging request ends its handler too.
+            handler_cancellation=True,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)

@@ -90,7 +90,11 @@ def serve(aiohttp_server: Any, session: aiohttp.ClientSession) -> Serve:
         app.add_routes(routes)
         server = await aiohttp_server(app)
         return ConsoleClient(
-            session, str(server.make_url("/")), token=token, request_timeout=request_timeout
+            session,
+            str(server.make_url("/")),
+            token=token,
+            request_timeout=request_timeout,
+            download_timeout=request_timeout,
         )
 
     return _serve
@@ -204,6 +208,8 @@ async def test_client_construction(session: aiohttp.ClientSession) -> None:
     )
     with pytest.raises(ValueError, match="timeout"):
         ConsoleClient(session, request_timeout=0)
+    with pytest.raises(ValueError, match="timeout"):
+        ConsoleClient(session, download_timeout=0)
     with pytest.raises(ValueError, match="http"):
         ConsoleClient(session, "console.insigh.io")
 

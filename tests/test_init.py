@@ -224,16 +224,20 @@ async def test_device_removed_from_console_is_removed(
     assert hass.states.get(ENTITY_ID) is None
 
 
-async def test_console_down_later_makes_entities_unavailable(
+async def test_console_down_later_keeps_entities_available(
     hass: HomeAssistant,
     setup_integration: MockConfigEntry,
     mock_console: AiohttpClientMocker,
     console_devices: list[dict[str, Any]],
     freezer: FrozenDateTimeFactory,
 ) -> None:
-    """A failed poll marks the entities unavailable; the next good poll brings them back."""
+    """A failed poll keeps the entities with the last known list; a good poll changes nothing."""
+    before = hass.states.get(ENTITY_ID)
+    assert before.state != "unavailable"
     await next_poll(hass, freezer, mock_console, status=503)
-    assert hass.states.get(ENTITY_ID).state == "unavailable"
+    assert hass.states.get(ENTITY_ID).state == before.state
+    assert setup_integration.runtime_data.coordinator.last_update_success is False
 
     await next_poll(hass, freezer, mock_console, json=console_devices)
-    assert hass.states.get(ENTITY_ID).state != "unavailable"
+    assert hass.states.get(ENTITY_ID).state == before.state
+    assert setup_integration.runtime_data.coordinator.last_update_success is True

@@ -37,6 +37,12 @@ API_PATH: Final = "/mf-rproxy"
 # Home Assistant should store instead of the user's password.
 _API_KEY_TYPE: Final = 3
 
+# A JSON call answers with a few kilobytes: a console that takes longer than this is down or
+# hanging, and Home Assistant's setup (which waits for the device list) must not wait for it.
+# A package download may be up to a few megabytes over a slow link, so it gets longer.
+API_TIMEOUT: Final = 10.0
+DOWNLOAD_TIMEOUT: Final = 60.0
+
 # Packages are read in chunks so that the size cap is enforced while reading, not after a
 # hostile or misconfigured server has already made us buffer an arbitrary amount of data.
 _DOWNLOAD_CHUNK_SIZE: Final = 64 * 1024
@@ -201,15 +207,17 @@ class ConsoleClient:
         base_url: str = DEFAULT_CONSOLE_URL,
         *,
         token: str | None = None,
-        request_timeout: float = 30.0,
+        request_timeout: float = API_TIMEOUT,
+        download_timeout: float = DOWNLOAD_TIMEOUT,
     ) -> None:
         """Create a client; raises ``ValueError`` for an invalid URL or timeout."""
-        if request_timeout <= 0:
-            raise ValueError("request_timeout must be positive")
+        if request_timeout <= 0 or download_timeout <= 0:
+            raise ValueError("request_timeout and download_timeout must be positive")
         self._session = session
         self._base_url = normalize_console_url(base_url)
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._download_timeout = aiohttp.ClientTimeout(total=download_timeout)
         self._skipped_device_ids: tuple[str, ...] = ()
 
     @property
@@ -395,7 +403,7 @@ class ConsoleClient:
         failure: ConsoleError | None = None
         try:
             async with self._session.get(
-                url, headers=headers, timeout=self._timeout, allow_redirects=False
+                url, headers=headers, timeout=self._download_timeout, allow_redirects=False
             ) as response:
                 _check_status(
                     operation,

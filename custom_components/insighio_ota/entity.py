@@ -38,8 +38,14 @@ class InsighioOtaEntity(CoordinatorEntity[InsighioOtaCoordinator]):
 
     @property
     def available(self) -> bool:
-        """Return False once the console no longer lists the device."""
-        return super().available and self.device_id in self.coordinator.data
+        """Return False only once the console no longer lists the device.
+
+        A failed console poll does not make the device unavailable: the device list changes
+        rarely and everything about an OTA arrives over MQTT, so the last known list is still
+        right and an update can still be installed. The coordinator keeps that list when a poll
+        fails and logs the outage once, and its recovery once.
+        """
+        return self.device_id in self.coordinator.data
 
     async def async_added_to_hass(self) -> None:
         """Follow the device's OTA reports."""

@@ -148,6 +148,14 @@ class InsighioOtaAccountEntity(CoordinatorEntity[InsighioOtaCoordinator]):
             entry_type=DeviceEntryType.SERVICE,
         )
 
+    @property
+    def available(self) -> bool:
+        """Return True: a failed console poll leaves the last device list, and counts, right.
+
+        The coordinator logs the outage once and its recovery once.
+        """
+        return True
+
 
 class InsighioOtaFleetSensor(InsighioOtaAccountEntity, SensorEntity):
     """A count over the console's listed devices, refreshed by every job and catalogue change.

@@ -94,6 +94,8 @@ FOREIGN_REPORTS_KEPT = 5
 REPLAY_GRACE = timedelta(seconds=5)
 # Telemetry only changes what we know of a device, so it is saved in batches.
 FACTS_SAVE_DELAY = 30
+# A held request whose window opens while the broker is away is tried again this much later.
+RELEASE_RETRY = timedelta(minutes=1)
 
 
 def _notification_id(job: OtaJob) -> str:
@@ -398,6 +400,13 @@ class OtaTracker:
             if window is not None
             else self._settings().held_until(dt_util.now())
         )
+        if held_until is None and not mqtt.is_connected(self._hass):
+            # Refused before publishing: a QoS 1 publish while disconnected fails, yet the MQTT
+            # client keeps it and sends it after the reconnect, so the device would install an
+            # update the user was told had failed, with no job following it.
+            raise HomeAssistantError(
+                translation_domain=DOMAIN, translation_key="mqtt_not_connected"
+            )
         start = dt_util.as_utc(held_until) if held_until else now
         job = OtaJob(
             job_id=uuid.uuid4().hex[:12],
@@ -443,6 +452,18 @@ class OtaTracker:
 
     async def _async_release(self, job: OtaJob) -> None:
         """Publish a request held for the maintenance window, now that it is open."""
+        if not mqtt.is_connected(self._hass):
+            # Held a little longer rather than failed: the broker is usually back soon, and a
+            # publish now would be sent after the reconnect anyway (see `async_request`).
+            LOGGER.info(
+                "Holding the OTA request of device %s until Home Assistant is connected to "
+                "the MQTT broker",
+                job.device_id,
+            )
+            job.held_until = (dt_util.utcnow() + RELEASE_RETRY).isoformat()
+            self._schedule_deadline(job)
+            await self._async_changed(job, fire_event=False)
+            return
         try:
             await self._async_publish_request(job)
         except HomeAssistantError as err:
@@ -680,10 +701,10 @@ class OtaTracker:
             job.deadline = (dt_util.utcnow() + VERIFY_WINDOW).isoformat()
             self._record_installed(job)
             self._schedule_deadline(job)
+            await self._async_changed(job)
             # The device clears the request itself after a success, but if that fails it would
             # apply the package again at every wake: clearing is idempotent, so we always do.
             await self._async_clear(job)
-            await self._async_changed(job)
         elif report.is_failed:
             await self._async_on_failure(job, report.reason)
         elif report.code == OtaCode.CANCELLED:
@@ -720,8 +741,8 @@ class OtaTracker:
         job.deadline = (dt_util.utcnow() + VERIFY_WINDOW).isoformat()
         self._record_installed(job)
         self._schedule_deadline(job)
-        await self._async_clear(job)
         await self._async_changed(job)
+        await self._async_clear(job)
 
     async def _async_on_failure(self, job: OtaJob, reason: str | None) -> None:
         """End the job, except for download failures the device retries at its next wake."""
@@ -836,8 +857,9 @@ class OtaTracker:
                 _move(job, JobState.VERIFIED, "applied while Home Assistant was not listening")
             else:
                 _move(job, JobState.VERIFIED, "applied; the device's report was not received")
-                await self._async_clear(job)
             await self._async_changed(job)
+            if not job.request_gone:
+                await self._async_clear(job)
             return
         await self._async_end(
             job,
@@ -885,10 +907,10 @@ class OtaTracker:
         job.awaiting_stat = False
         job.deadline = None
         _move(job, state, reason)
-        await self._async_clear(job)
         if state in (JobState.FAILED, JobState.TIMED_OUT, JobState.UNKNOWN):
             self._notify(job)
         await self._async_changed(job)
+        await self._async_clear(job)
 
     def _schedule_deadline(self, job: OtaJob) -> None:
         """Give up on a waiting job at its deadline; publish a held one when the window opens."""
@@ -1004,12 +1026,17 @@ class OtaTracker:
         return lambda: self._job_listeners.remove(listener)
 
     async def _async_changed(self, job: OtaJob, *, fire_event: bool = True) -> None:
-        """Persist a change, fire the status event and refresh the device's entities."""
+        """Tell the change (listeners, status event, entities), then persist it.
+
+        Everything is told before the first await, and callers call this right after the job
+        moved, before they publish: a message handled meanwhile (the /stat of a reboot while
+        our clear waits for its acknowledgement) must not move the job before its event fired,
+        or the event would show the later state, twice, and never `applied`.
+        """
         if job.state in (JobState.QUEUED, JobState.APPLIED, JobState.VERIFIED):
             # A new request or a success makes an earlier failure notice stale.
             persistent_notification.async_dismiss(self._hass, _notification_id(job))
         self._record_history(job)
-        await self._async_save()
         for listener in list(self._job_listeners):
             listener(job)
         if fire_event:
@@ -1026,6 +1053,7 @@ class OtaTracker:
                 },
             )
         async_dispatcher_send(self._hass, signal_device_updated(self._entry_id, job.device_id))
+        await self._async_save()
 
     def _data_to_save(self) -> dict[str, Any]:
         return {

@@ -7,7 +7,9 @@ way a user's broker, the console and the devices are separate from Home Assistan
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from dataclasses import dataclass
+import getpass
 import json
+import logging
 import os
 from pathlib import Path
 import select
@@ -25,7 +27,8 @@ from homeassistant.core import HomeAssistant
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.insighio_ota.const import DOMAIN
+from custom_components.insighio_ota.const import CONF_API_KEY, DOMAIN
+from simulator.identities import DEFAULT_SEED, device_identities
 
 REPO = Path(__file__).resolve().parents[2]
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -62,22 +65,157 @@ def stop_process(process: subprocess.Popen[Any]) -> None:
             process.wait()
 
 
+class Broker:
+    """A Mosquitto broker of our own on a free loopback port, which a test may kill and restart.
+
+    It persists what it holds (retained messages, sessions) in the test's temp folder after every
+    change, like a broker configured for persistence that crashes: a restart on the same port
+    finds the retained OTA requests again.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        """Write the configuration; `start` runs the broker."""
+        self.port = free_port()
+        self.database = folder / "mosquitto.db"
+        self.config = folder / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            # Started as root, Mosquitto would switch to its own user, which may not write here.
+            f"user {getpass.getuser()}\n"
+            "persistence true\n"
+            f"persistence_location {folder}/\n"
+            "persistence_file mosquitto.db\n"
+            # Save after every change, not every 30 minutes: a kill loses nothing acknowledged.
+            "autosave_on_changes true\n"
+            "autosave_interval 1\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the broker and wait until it listens."""
+        self.process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_for_port(self.port, self.process, "mosquitto")
+
+    def kill(self) -> None:
+        """Kill the broker the hard way (SIGKILL): no goodbye to its clients, no final save."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        """Stop the broker, if it runs."""
+        if self.process is not None:
+            stop_process(self.process)
+
+
 @pytest.fixture
-def mosquitto(tmp_path: Path, socket_enabled: None) -> Generator[int]:
-    """Run a Mosquitto broker of our own on a free loopback port; return the port."""
+def broker(tmp_path: Path, socket_enabled: None) -> Generator[Broker]:
+    """Run a Mosquitto broker of our own with persistence; the test may kill and restart it."""
     if not os.path.exists(MOSQUITTO):
         pytest.fail("Mosquitto is not installed: run scripts/setup")
-    port = free_port()
-    config = tmp_path / "mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    process = subprocess.Popen(
-        [MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    folder = tmp_path / "mosquitto"
+    folder.mkdir()
+    running = Broker(folder)
     try:
-        _wait_for_port(port, process, "mosquitto")
-        yield port
+        running.start()
+        yield running
     finally:
-        stop_process(process)
+        running.stop()
+
+
+@pytest.fixture
+def mosquitto(broker: Broker) -> int:
+    """Return the port of the test's own Mosquitto broker."""
+    return broker.port
+
+
+# Loggers turned to DEBUG for every end-to-end test: ours, and HA's MQTT integration, which logs
+# every payload it receives or sends at that level.
+DEBUG_LOGGERS = ("custom_components.insighio_ota", "homeassistant.components.mqtt")
+# Part of every package download URL: the device key follows in its query string.
+DOWNLOAD_PATH = "/packages/download"
+
+
+class SecretWatch(logging.Handler):
+    """Records every log record of a test and knows the secrets none of them may contain.
+
+    The secrets are the ones a test's real parts hold: the device keys and the account password
+    of the simulators it starts, and the API key of each config entry.
+    """
+
+    def __init__(self) -> None:
+        """Record from DEBUG up."""
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.secrets: set[str] = set()
+        # Set when a checked log file of another process had debug records.
+        self.debug_elsewhere = False
+        self._formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep the record, formatted now (with its traceback) so nothing is lazily lost."""
+        record.full_text = self._formatter.format(record)
+        self.records.append(record)
+
+    def add_console(self, console: Simulator, devices: int, seed: str) -> None:
+        """Learn the secrets of a simulator's account: its password and its devices' keys."""
+        if password := console.ready.get("password"):
+            self.secrets.add(str(password))
+        self.secrets.update(identity.key for identity in device_identities(devices, seed))
+
+    def leaks(self, text: str) -> list[str]:
+        """Return what of the secrets (or a download URL) `text` contains, masked."""
+        found = [f"{secret[:4]}..." for secret in self.secrets if secret and secret in text]
+        if DOWNLOAD_PATH in text or "dk=" in text:
+            found.append("a download URL")
+        return found
+
+    def check_text(self, text: str, what: str) -> None:
+        """Fail the test if a text (the log file of another process) shows a secret."""
+        leaking = [
+            f"line {number}: {', '.join(leaks)}"
+            for number, line in enumerate(text.splitlines(), 1)
+            if (leaks := self.leaks(line))
+        ]
+        assert not leaking, f"secrets in {what}: {leaking[:10]}"
+        self.debug_elsewhere = self.debug_elsewhere or " DEBUG " in text
+
+    def check(self) -> None:
+        """Fail the test if any record shows a secret."""
+        leaking = [
+            f"{record.name} {record.levelname}: {', '.join(leaks)}"
+            for record in self.records
+            if (leaks := self.leaks(record.full_text))
+        ]
+        assert not leaking, f"secrets in the log: {leaking[:10]}"
+
+
+@pytest.fixture(autouse=True)
+def secret_watch(hass: HomeAssistant) -> Generator[SecretWatch]:
+    """Run every end-to-end test with debug logging and fail it if a record shows a secret."""
+    watch = SecretWatch()
+    root = logging.getLogger()
+    levels = {name: logging.getLogger(name).level for name in DEBUG_LOGGERS}
+    for name in DEBUG_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    root.addHandler(watch)
+    try:
+        yield watch
+    finally:
+        root.removeHandler(watch)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    for entry in hass.config_entries.async_entries(DOMAIN):
+        if api_key := entry.data.get(CONF_API_KEY):
+            watch.secrets.add(api_key)
+    # Debug logging ran for real: a test that logged nothing here would prove nothing.
+    assert watch.debug_elsewhere or any(record.levelno == logging.DEBUG for record in watch.records)
+    watch.check()
 
 
 @dataclass
@@ -132,8 +270,15 @@ def packages_dir(tmp_path: Path) -> Path:
 StartSimulator = Callable[..., Awaitable[Simulator]]
 
 
+def _option(arguments: tuple[str, ...], name: str, default: str) -> str:
+    """Return the value of a command line option, or its default."""
+    if name in arguments:
+        return arguments[arguments.index(name) + 1]
+    return default
+
+
 @pytest.fixture
-def simulators(hass: HomeAssistant) -> Generator[StartSimulator]:
+def simulators(hass: HomeAssistant, secret_watch: SecretWatch) -> Generator[StartSimulator]:
     """Start simulator processes on demand; all are stopped at the end of the test."""
     started: list[Simulator] = []
 
@@ -141,6 +286,11 @@ def simulators(hass: HomeAssistant) -> Generator[StartSimulator]:
         # Waiting for READY in an executor keeps HA's event loop (and its MQTT client) running.
         simulator = await hass.async_add_executor_job(start_simulator, *arguments)
         started.append(simulator)
+        secret_watch.add_console(
+            simulator,
+            int(_option(arguments, "--devices", "3")),
+            _option(arguments, "--seed", DEFAULT_SEED),
+        )
         return simulator
 
     yield _start
