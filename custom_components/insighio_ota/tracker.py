@@ -94,6 +94,11 @@ FOREIGN_REPORTS_KEPT = 5
 REPLAY_GRACE = timedelta(seconds=5)
 # Telemetry only changes what we know of a device, so it is saved in batches.
 FACTS_SAVE_DELAY = 30
+# Every write serializes the jobs and facts of the whole fleet: a burst of reports (a rollout's
+# wave waking up) is written once, a moment later, instead of once per message. HA writes what is
+# pending when it stops, so a restart loses nothing; a crash loses at most this last second, which
+# the broker's retained requests and the devices' next /stat recover like any unseen report.
+JOBS_SAVE_DELAY = 1
 
 
 def _notification_id(job: OtaJob) -> str:
@@ -154,6 +159,9 @@ class OtaTracker:
         # Retained requests the broker replayed that no open job of ours stands behind, by topic.
         self._stale: dict[str, StaleRequest] = {}
         self._stale_issue_timer: CALLBACK_TYPE | None = None
+        # When the pending write of a job change is due (loop time): telemetry must not push it
+        # back to its own, much later, batch.
+        self._save_due: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -778,7 +786,7 @@ class OtaTracker:
         ):
             await self._async_settle_from_stat(job, stat)
         else:
-            await self._async_save()
+            self._schedule_save()
             async_dispatcher_send(self._hass, signal_device_updated(self._entry_id, device_id))
         self._update_device_registry(device_id)
 
@@ -864,7 +872,8 @@ class OtaTracker:
         else:
             if isinstance(battery, (int, float)) and not isinstance(battery, bool):
                 facts.battery_mv = float(battery)
-        self._store.async_delay_save(self._data_to_save, FACTS_SAVE_DELAY)
+        if self._save_due is None or self._save_due < self._hass.loop.time():
+            self._store.async_delay_save(self._data_to_save, FACTS_SAVE_DELAY)
 
     # -- ends, deadlines, side effects -----------------------------------------------------
 
@@ -998,7 +1007,7 @@ class OtaTracker:
             # A new request or a success makes an earlier failure notice stale.
             persistent_notification.async_dismiss(self._hass, _notification_id(job))
         self._record_history(job)
-        await self._async_save()
+        self._schedule_save()
         for listener in list(self._job_listeners):
             listener(job)
         if fire_event:
@@ -1022,5 +1031,11 @@ class OtaTracker:
             "devices": {device_id: asdict(facts) for device_id, facts in self._facts.items()},
         }
 
+    def _schedule_save(self) -> None:
+        """Write the jobs and facts soon, in one write for every change until then."""
+        self._save_due = self._hass.loop.time() + JOBS_SAVE_DELAY
+        self._store.async_delay_save(self._data_to_save, JOBS_SAVE_DELAY)
+
     async def _async_save(self) -> None:
+        self._save_due = None
         await self._store.async_save(self._data_to_save())
