@@ -513,8 +513,7 @@ class RolloutManager:
                     if not self._may_start(rollout):
                         return
                     if device.status is DeviceStatus.PENDING and open_jobs < rollout.max_open:
-                        await self._async_start_device(rollout, device)
-                        open_jobs += device.status is DeviceStatus.QUEUED
+                        open_jobs += await self._async_start_device(rollout, device)
                 if not all(device.ended for device in wave):
                     return
                 if rollout.wave_index + 1 >= rollout.wave_count:
@@ -557,8 +556,11 @@ class RolloutManager:
             self._timers[rollout.rollout_id] = async_track_point_in_utc_time(self._hass, _due, due)
         return False
 
-    async def _async_start_device(self, rollout: Rollout, device: RolloutDevice) -> None:
-        """Request the package for one device, or skip it with the reason it cannot take it."""
+    async def _async_start_device(self, rollout: Rollout, device: RolloutDevice) -> bool:
+        """Request the package for one device, or skip it with the reason it cannot take it.
+
+        Returns True when the device's job is open (queued) afterwards.
+        """
         package = self._catalogue.by_file_id(rollout.file_id)
         if package is None:
             self._pause_stalled(
@@ -571,7 +573,7 @@ class RolloutManager:
                     )
                 ),
             )
-            return
+            return False
         try:
             await self._tracker.async_request(device.device_id, package, window=rollout.window)
         except ServiceValidationError as err:
@@ -579,7 +581,7 @@ class RolloutManager:
         except HomeAssistantError as err:
             # MQTT refused the publish: every other device would fail the same way.
             self._pause_stalled(rollout, str(err))
-            return
+            return False
         else:
             job = self._tracker.job(device.device_id)
             device.status, device.reason = DeviceStatus.QUEUED, None
@@ -587,6 +589,7 @@ class RolloutManager:
             device.epoch = rollout.epoch
         self._touch(rollout)
         self._notify_listeners()
+        return device.status is DeviceStatus.QUEUED
 
     # -- pauses and alerts -----------------------------------------------------------------
 
