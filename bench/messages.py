@@ -22,15 +22,18 @@ the same machine.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+import contextlib
+from dataclasses import dataclass, field
 import json
 from pathlib import Path
 import time
+import unittest.mock
 
 from homeassistant.components import mqtt
 from homeassistant.components.mqtt.models import DATA_MQTT
 from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.entity import Entity
 from paho.mqtt.client import MQTTMessage
 
 from custom_components.insighio_ota.catalogue import Package
@@ -54,6 +57,36 @@ class Cost:
 
     cpu_s: float
     wall_s: float
+
+
+@dataclass(slots=True)
+class StateWrites:
+    """How many entity states a batch wrote, and the time spent writing them."""
+
+    count: int = 0
+    seconds: float = field(default=0.0)
+
+
+@contextlib.contextmanager
+def counting_state_writes() -> Iterator[StateWrites]:
+    """Count and time every entity state write (`Entity.async_write_ha_state`) meanwhile.
+
+    A write is HA's state machine plus the entity's own properties (ours: the state, the
+    attributes); it is what a user sees change, so it is part of a message's cost.
+    """
+    writes = StateWrites()
+    original = Entity.async_write_ha_state
+
+    def _write(entity: Entity) -> None:
+        start = time.perf_counter()
+        try:
+            original(entity)
+        finally:
+            writes.count += 1
+            writes.seconds += time.perf_counter() - start
+
+    with unittest.mock.patch.object(Entity, "async_write_ha_state", _write):
+        yield writes
 
 
 def _message(topic: str, payload: str) -> MQTTMessage:
@@ -193,19 +226,26 @@ async def run(run_dir: Path, port: int, devices: int) -> list[Figure]:
                 ]
                 bare = [_message(f"channels/{twin}/messages/{i}/{kind}", payload) for i in ids]
                 before = await _deliver(hass, bare)
-                cost = await _deliver(hass, ours)
+                with counting_state_writes() as writes:
+                    cost = await _deliver(hass, ours)
                 after = await _deliver(hass, bare)
                 states = {tracker.job(i).state for i in ids}  # type: ignore[union-attr]
                 if states != {expected}:
                     raise RuntimeError(f"{name}: the jobs ended {states}, not {expected}")
-                figures.extend(_figures(name, cost, before, after, len(ids)))
+                figures.extend(
+                    _figures(
+                        name, ours=cost, before=before, after=after, writes=writes, count=len(ids)
+                    )
+                )
         finally:
             for unsubscribe in unsubscribes:
                 unsubscribe()
     return figures
 
 
-def _figures(name: str, ours: Cost, before: Cost, after: Cost, count: int) -> list[Figure]:
+def _figures(
+    name: str, *, ours: Cost, before: Cost, after: Cost, writes: StateWrites, count: int
+) -> list[Figure]:
     per: Callable[[float], float] = lambda seconds: seconds / count * 1e6  # noqa: E731
     # Whatever else HA did meanwhile can only add to a baseline: the lower one is the dispatch.
     baseline = min(before.cpu_s, after.cpu_s)
@@ -216,7 +256,8 @@ def _figures(name: str, ours: Cost, before: Cost, after: Cost, count: int) -> li
             "us",
             PER_MESSAGE_TARGET_US,
             f"HA's bare dispatch {per(baseline):.1f} us; "
-            f"our part {per(ours.cpu_s - baseline):.1f} us",
+            f"our part {per(ours.cpu_s - baseline):.1f} us, of which {writes.count / count:g} "
+            f"entity state writes {per(writes.seconds):.1f} us",
         ),
         Figure(
             f"{name}: ratio to bare dispatch",
