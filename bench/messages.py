@@ -69,13 +69,15 @@ class StateWrites:
 
 @contextlib.contextmanager
 def counting_state_writes() -> Iterator[StateWrites]:
-    """Count and time every entity state write (`Entity.async_write_ha_state`) meanwhile.
+    """Count and time every entity state write meanwhile.
 
     A write is HA's state machine plus the entity's own properties (ours: the state, the
-    attributes); it is what a user sees change, so it is part of a message's cost.
+    attributes); it is what a user sees change, so it is part of a message's cost. The patched
+    method is the one `Entity.async_write_ha_state` looks up at every call: listeners hold the
+    public method bound since they subscribed.
     """
     writes = StateWrites()
-    original = Entity.async_write_ha_state
+    original = Entity._async_write_ha_state
 
     def _write(entity: Entity) -> None:
         start = time.perf_counter()
@@ -85,7 +87,7 @@ def counting_state_writes() -> Iterator[StateWrites]:
             writes.count += 1
             writes.seconds += time.perf_counter() - start
 
-    with unittest.mock.patch.object(Entity, "async_write_ha_state", _write):
+    with unittest.mock.patch.object(Entity, "_async_write_ha_state", _write):
         yield writes
 
 
