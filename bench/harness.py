@@ -12,7 +12,7 @@ integration connected to that Mosquitto.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 import contextlib
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,7 +24,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Any, cast
+from typing import cast
 import unittest.mock
 
 from aiohttp.resolver import ThreadedResolver
@@ -128,7 +128,7 @@ async def console(run_dir: Path, devices: int) -> AsyncGenerator[Console]:
         await server.stop()
 
 
-async def wait_for(condition: Any, within: float, what: str) -> None:
+async def wait_for(condition: Callable[[], bool], within: float, what: str) -> None:
     """Wait in real time until `condition()` holds."""
     deadline = time.monotonic() + within
     while not condition():
