@@ -253,11 +253,13 @@ async def test_stat_extra_records_are_bounded_in_storage(
     hass: HomeAssistant,
     setup_integration: MockConfigEntry,
     hass_storage: dict[str, Any],
+    freezer: FrozenDateTimeFactory,
 ) -> None:
     """A /stat with thousands of unknown records must not grow the stored facts without bound."""
     records = [{"vs": "x" * 100, "n": f"junk_{index}"} for index in range(5000)]
     payload = json.loads(stat_payload(BOOT_COMMIT)) + records
     await fire(hass, stat_topic(), json.dumps(payload))
+    await tick(hass, freezer, timedelta(seconds=2))  # Changes are written a moment later.
 
     stored = hass_storage[f"{DOMAIN}.{setup_integration.entry_id}.jobs"]["data"]
     assert len(json.dumps(stored["devices"][DEVICE_ID])) < 64 * 1024

@@ -21,7 +21,12 @@ from pytest_homeassistant_custom_component.common import (
 from pytest_homeassistant_custom_component.test_util.aiohttp import AiohttpClientMocker
 
 from custom_components.insighio_ota.const import DEVICE_LIST_INTERVAL, DOMAIN
-from custom_components.insighio_ota.sensor import FAILED_WINDOW, FAILED_WINDOW_REFRESH
+from custom_components.insighio_ota.sensor import (
+    FAILED_WINDOW,
+    FAILED_WINDOW_REFRESH,
+    FLEET_COALESCE_ABOVE,
+    FLEET_COALESCE_DELAY,
+)
 
 from .conftest import (
     API,
@@ -34,7 +39,7 @@ from .conftest import (
     stat_payload,
     stat_topic,
 )
-from .helpers import fire, install, report
+from .helpers import PACKAGE_COMMIT, fire, install, report
 
 OUTDATED_ID = "sensor.user_example_test_devices_outdated"
 PENDING_ID = "sensor.user_example_test_jobs_pending"
@@ -419,3 +424,45 @@ async def test_rollout_under_way_wins_over_a_newer_ended_one(
     await rollout_action(hass, "abort_rollout", first)
     state = rollout_sensor(hass)
     assert (state.state, state.attributes["rollout_id"]) == ("aborted", second)
+
+
+LARGE_FLEET = [
+    console_device(DEVICE_ID, "Sensor 1"),
+    *(
+        console_device(f"{index:08x}-0000-4000-8000-000000000000", f"Sensor {index}")
+        for index in range(2, FLEET_COALESCE_ABOVE + 2)
+    ),
+]
+
+
+async def _settle(hass: HomeAssistant, freezer: FrozenDateTimeFactory) -> None:
+    freezer.tick(FLEET_COALESCE_DELAY)
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+
+
+@pytest.mark.parametrize("console_devices", [LARGE_FLEET])
+async def test_large_fleet_counts_are_written_together(
+    hass: HomeAssistant,
+    setup_integration: MockConfigEntry,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Above FLEET_COALESCE_ABOVE devices, the changes of a moment make one write of a count."""
+    await register(hass, "1.1.0", sw_commit=PACKAGE_COMMIT)
+    await _settle(hass, freezer)
+    assert value(hass, OUTDATED_ID)[0] == len(LARGE_FLEET)
+    writes = 0
+
+    def _count(event: Any) -> None:
+        nonlocal writes
+        writes += event.data["entity_id"] == OUTDATED_ID
+
+    hass.bus.async_listen("state_changed", _count)
+    for device in LARGE_FLEET[1:4]:
+        await fire(hass, stat_topic(device["id"]), stat_payload(PACKAGE_COMMIT))
+    assert value(hass, OUTDATED_ID)[0] == len(LARGE_FLEET)
+    assert writes == 0
+
+    await _settle(hass, freezer)
+    assert value(hass, OUTDATED_ID)[0] == len(LARGE_FLEET) - 3
+    assert writes == 1

@@ -687,3 +687,30 @@ async def test_rollout_window_needs_both_ends(
     """One end of a window alone is refused by the action's schema."""
     with pytest.raises(probatio.Invalid):
         await start(hass, registered, ["Sensor 01"], window_start="01:00")
+
+
+async def test_job_ends_are_written_together_a_moment_later(
+    hass: HomeAssistant,
+    registered: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A wave's job ends are stored one second later, in one write, not one write each."""
+    response = await start(hass, registered, NAMES[:3], canary_count=3, max_open=3)
+    key = f"{DOMAIN}.{registered.entry_id}.rollouts"
+
+    def stored() -> dict[str, str]:
+        (rollout,) = (
+            rollout
+            for rollout in hass_storage[key]["data"]["rollouts"]
+            if rollout["rollout_id"] == response["rollout_id"]
+        )
+        return {device["name"]: device["status"] for device in rollout["devices"]}
+
+    for name in NAMES[:2]:
+        await fire(hass, ota_topic(ID[name]), report(2, reason="can not apply"))
+    assert status(registered, response["rollout_id"])["Sensor 02"] == "failed"
+    assert stored()["Sensor 02"] == "queued"
+
+    await tick(hass, freezer, timedelta(seconds=1))
+    assert stored() == {"Sensor 01": "failed", "Sensor 02": "failed", "Sensor 03": "queued"}

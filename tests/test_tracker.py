@@ -747,6 +747,24 @@ async def test_telemetry_saved_in_batches(
     assert hass_storage[key]["data"]["devices"][DEVICE_ID]["battery_mv"] == 3600
 
 
+async def test_job_change_saved_soon_even_when_telemetry_follows(
+    hass: HomeAssistant,
+    queued: list[Any],
+    setup_integration: MockConfigEntry,
+    freezer: FrozenDateTimeFactory,
+    hass_storage: dict[str, Any],
+) -> None:
+    """A report is written a second later; telemetry right after it does not postpone that."""
+    key = f"{DOMAIN}.{setup_integration.entry_id}.jobs"
+    await fire(hass, ota_topic(), report(2, reason="can not download"))
+    await fire(hass, telemetry_topic(), telemetry_payload(vbatt=3600))
+
+    await tick(hass, freezer, timedelta(seconds=2))
+    stored = hass_storage[key]["data"]
+    assert stored["jobs"][DEVICE_ID]["attempts"] == 1
+    assert stored["devices"][DEVICE_ID]["battery_mv"] == 3600
+
+
 # -- cancel -----------------------------------------------------------------------------------
 
 

@@ -31,8 +31,24 @@ async def async_setup_entry(
     entry: InsighioOtaConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add a result event for each device, and for every device the console lists later."""
-    async_add_entities_per_device(entry, async_add_entities, InsighioOtaResultEvent)
+    """Add a result event for each device, and for every device the console lists later.
+
+    One bus listener hands each status event to its device's entity: a listener (and a filter
+    run) per entity would cost every status event a walk over the whole fleet.
+    """
+    entities: dict[str, InsighioOtaResultEvent] = {}
+
+    @callback
+    def _route(event: Event[Mapping[str, Any]]) -> None:
+        if (entity := entities.get(event.data.get(ATTR_INSIGHIO_DEVICE_ID, ""))) is not None:
+            entity.async_on_status(event)
+
+    entry.async_on_unload(hass.bus.async_listen(EVENT_OTA_STATUS, _route))
+    async_add_entities_per_device(
+        entry,
+        async_add_entities,
+        lambda entry, device_id: InsighioOtaResultEvent(entry, device_id, entities),
+    )
 
 
 class InsighioOtaResultEvent(InsighioOtaEntity, EventEntity):
@@ -47,27 +63,30 @@ class InsighioOtaResultEvent(InsighioOtaEntity, EventEntity):
     _attr_event_types = EVENT_TYPES
     _attr_translation_key = "ota_result"
 
-    def __init__(self, entry: InsighioOtaConfigEntry, device_id: str) -> None:
-        """Create the event entity of one device."""
+    def __init__(
+        self,
+        entry: InsighioOtaConfigEntry,
+        device_id: str,
+        entities: dict[str, InsighioOtaResultEvent],
+    ) -> None:
+        """Create the event entity of one device; `entities` routes the status events to it."""
         super().__init__(entry, device_id)
         self._attr_unique_id = f"{device_id}_ota_result"
+        self._entities = entities
 
     async def async_added_to_hass(self) -> None:
-        """Follow the tracker's status events for this device."""
+        """Receive the tracker's status events for this device."""
         await super().async_added_to_hass()
-        self.async_on_remove(
-            self.hass.bus.async_listen(
-                EVENT_OTA_STATUS, self._async_on_status, event_filter=self._is_for_device
-            )
-        )
+        self._entities[self.device_id] = self
+        self.async_on_remove(self._stop_receiving)
 
     @callback
-    def _is_for_device(self, data: Mapping[str, Any]) -> bool:
-        """Return True for a status event of this device."""
-        return bool(data.get(ATTR_INSIGHIO_DEVICE_ID) == self.device_id)
+    def _stop_receiving(self) -> None:
+        if self._entities.get(self.device_id) is self:
+            del self._entities[self.device_id]
 
     @callback
-    def _async_on_status(self, event: Event[Mapping[str, Any]]) -> None:
+    def async_on_status(self, event: Event[Mapping[str, Any]]) -> None:
         """Fire the result, unless it is a request or a repeated `applied`."""
         state = event.data[ATTR_STATE]
         job = self.runtime_data.tracker.job(self.device_id)

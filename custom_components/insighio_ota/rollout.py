@@ -38,6 +38,8 @@ from .tracker import OtaTracker
 STORAGE_VERSION: Final = 1
 DEFAULT_CANARY_COUNT: Final = 1
 DEFAULT_WAVE_SIZE: Final = 5
+# Job ends are written this long after they happen, together (see `_schedule_save`).
+ROLLOUTS_SAVE_DELAY: Final = 1
 # Ended rollouts kept for the record (sensors, `list_rollouts`); active ones are always kept.
 ENDED_ROLLOUTS_KEPT: Final = 10
 ISSUE_THRESHOLD: Final = "rollout_threshold"
@@ -450,7 +452,7 @@ class RolloutManager:
                     self._async_advance_and_save(rollout), f"{DOMAIN} rollout {rollout.name}"
                 )
             else:
-                self._hass.async_create_task(self._async_save(), f"{DOMAIN} rollout save")
+                self._schedule_save()
             self._notify_listeners()
 
     def _record(
@@ -495,7 +497,7 @@ class RolloutManager:
 
     async def _async_advance_and_save(self, rollout: Rollout) -> None:
         await self._async_advance(rollout)
-        await self._async_save()
+        self._schedule_save()
         self._notify_listeners()
 
     async def _async_advance(self, rollout: Rollout) -> None:
@@ -503,12 +505,15 @@ class RolloutManager:
         async with self._lock:
             while self._may_start(rollout):
                 wave = rollout.wave_devices(rollout.wave_index)
+                # Counted once and kept up to date: a recount for each device of the wave made
+                # every job end cost the square of the fleet. A job that ends meanwhile leaves
+                # the count too high, which only holds a start back until its own advance.
+                open_jobs = sum(1 for d in rollout.devices if d.status is DeviceStatus.QUEUED)
                 for device in wave:
                     if not self._may_start(rollout):
                         return
-                    open_jobs = sum(1 for d in rollout.devices if d.status is DeviceStatus.QUEUED)
                     if device.status is DeviceStatus.PENDING and open_jobs < rollout.max_open:
-                        await self._async_start_device(rollout, device)
+                        open_jobs += await self._async_start_device(rollout, device)
                 if not all(device.ended for device in wave):
                     return
                 if rollout.wave_index + 1 >= rollout.wave_count:
@@ -551,8 +556,11 @@ class RolloutManager:
             self._timers[rollout.rollout_id] = async_track_point_in_utc_time(self._hass, _due, due)
         return False
 
-    async def _async_start_device(self, rollout: Rollout, device: RolloutDevice) -> None:
-        """Request the package for one device, or skip it with the reason it cannot take it."""
+    async def _async_start_device(self, rollout: Rollout, device: RolloutDevice) -> bool:
+        """Request the package for one device, or skip it with the reason it cannot take it.
+
+        Returns True when the device's job is open (queued) afterwards.
+        """
         package = self._catalogue.by_file_id(rollout.file_id)
         if package is None:
             self._pause_stalled(
@@ -565,7 +573,7 @@ class RolloutManager:
                     )
                 ),
             )
-            return
+            return False
         try:
             await self._tracker.async_request(device.device_id, package, window=rollout.window)
         except ServiceValidationError as err:
@@ -573,7 +581,7 @@ class RolloutManager:
         except HomeAssistantError as err:
             # MQTT refused the publish: every other device would fail the same way.
             self._pause_stalled(rollout, str(err))
-            return
+            return False
         else:
             job = self._tracker.job(device.device_id)
             device.status, device.reason = DeviceStatus.QUEUED, None
@@ -581,6 +589,7 @@ class RolloutManager:
             device.epoch = rollout.epoch
         self._touch(rollout)
         self._notify_listeners()
+        return device.status is DeviceStatus.QUEUED
 
     # -- pauses and alerts -----------------------------------------------------------------
 
@@ -674,8 +683,20 @@ class RolloutManager:
         for listener in list(self._listeners):
             listener()
 
+    def _data_to_save(self) -> dict[str, Any]:
+        return {"rollouts": [rollout.as_dict() for rollout in self._rollouts.values()]}
+
+    @callback
+    def _schedule_save(self) -> None:
+        """Write the rollouts soon, once for every job end until then.
+
+        A write serializes every device of every rollout; at each job end of a wave that would
+        cost the square of the fleet. HA writes what is pending when it stops.
+        """
+        self._store.async_delay_save(self._data_to_save, ROLLOUTS_SAVE_DELAY)
+
     async def _async_save(self) -> None:
-        await self._store.async_save({"rollouts": [r.as_dict() for r in self._rollouts.values()]})
+        await self._store.async_save(self._data_to_save())
 
 
 def _natural_key(name: str) -> tuple[tuple[int, int | str], ...]:

@@ -14,7 +14,7 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.device_registry import DeviceEntryType, DeviceInfo
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
-from homeassistant.helpers.event import async_track_time_interval
+from homeassistant.helpers.event import async_call_later, async_track_time_interval
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
 from homeassistant.util import dt as dt_util
 
@@ -127,6 +127,11 @@ FAILED_WINDOW_REFRESH: Final = timedelta(minutes=5)
 ATTR_DEVICES: Final = "devices"
 # The `devices` attribute names at most this many devices; the state is the full count.
 MAX_LISTED_DEVICES: Final = 20
+# A count reads every listed device. For a small fleet that is cheap, and the count is written at
+# every change. For a larger one, a burst of reports (a rollout's wave waking up) would recount the
+# whole fleet at every message, so the changes of a moment are written together, this much later.
+FLEET_COALESCE_ABOVE: Final = 100
+FLEET_COALESCE_DELAY: Final = timedelta(seconds=1)
 
 
 class InsighioOtaAccountEntity(CoordinatorEntity[InsighioOtaCoordinator]):
@@ -166,6 +171,7 @@ class InsighioOtaFleetSensor(InsighioOtaAccountEntity, SensorEntity):
 
     _attr_state_class = SensorStateClass.MEASUREMENT
     _unrecorded_attributes = frozenset({ATTR_DEVICES})
+    _write_timer: CALLBACK_TYPE | None = None
 
     @abstractmethod
     def _counted(self) -> list[str]:
@@ -194,14 +200,36 @@ class InsighioOtaFleetSensor(InsighioOtaAccountEntity, SensorEntity):
 
     @callback
     def _on_job(self, _job: OtaJob) -> None:
+        self._async_fleet_changed()
+
+    @callback
+    def _async_fleet_changed(self) -> None:
+        """Write the count now for a small fleet; for a large one, soon with what follows."""
+        if len(self.coordinator.data) <= FLEET_COALESCE_ABOVE:
+            self.async_write_ha_state()
+        elif self._write_timer is None:
+            self._write_timer = async_call_later(
+                self.hass, FLEET_COALESCE_DELAY, self._async_write_coalesced
+            )
+
+    @callback
+    def _async_write_coalesced(self, _now: datetime) -> None:
+        self._write_timer = None
         self.async_write_ha_state()
+
+    @callback
+    def _cancel_coalesced_write(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer()
+            self._write_timer = None
 
     async def async_added_to_hass(self) -> None:
         """Follow the jobs and the package catalogue."""
         await super().async_added_to_hass()
+        self.async_on_remove(self._cancel_coalesced_write)
         self.async_on_remove(self.runtime_data.tracker.async_add_job_listener(self._on_job))
         self.async_on_remove(
-            self.runtime_data.catalogue.async_add_listener(self.async_write_ha_state)
+            self.runtime_data.catalogue.async_add_listener(self._async_fleet_changed)
         )
 
 
@@ -246,7 +274,7 @@ class InsighioOtaOutdatedSensor(InsighioOtaFleetSensor):
             self._device_signals.pop(device_id)()
         for device_id in listed - self._device_signals.keys():
             self._device_signals[device_id] = async_dispatcher_connect(
-                self.hass, signal_device_updated(entry_id, device_id), self.async_write_ha_state
+                self.hass, signal_device_updated(entry_id, device_id), self._async_fleet_changed
             )
 
     @callback

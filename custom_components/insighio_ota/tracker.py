@@ -96,6 +96,11 @@ REPLAY_GRACE = timedelta(seconds=5)
 FACTS_SAVE_DELAY = 30
 # A held request whose window opens while the broker is away is tried again this much later.
 RELEASE_RETRY = timedelta(minutes=1)
+# Every write serializes the jobs and facts of the whole fleet: a burst of reports (a rollout's
+# wave waking up) is written once, a moment later, instead of once per message. HA writes what is
+# pending when it stops, so a restart loses nothing; a crash loses at most this last second, which
+# the broker's retained requests and the devices' next /stat recover like any unseen report.
+JOBS_SAVE_DELAY = 1
 
 
 def _notification_id(job: OtaJob) -> str:
@@ -163,6 +168,9 @@ class OtaTracker:
         # Retained requests the broker replayed that no open job of ours stands behind, by topic.
         self._stale: dict[str, StaleRequest] = {}
         self._stale_issue_timer: CALLBACK_TYPE | None = None
+        # When the pending write of a job change is due (loop time): telemetry must not push it
+        # back to its own, much later, batch.
+        self._save_due: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -808,7 +816,7 @@ class OtaTracker:
         ):
             await self._async_settle_from_stat(job, stat)
         else:
-            await self._async_save()
+            self._schedule_save()
             async_dispatcher_send(self._hass, signal_device_updated(self._entry_id, device_id))
         self._update_device_registry(device_id)
 
@@ -897,7 +905,8 @@ class OtaTracker:
         else:
             if isinstance(battery, (int, float)) and not isinstance(battery, bool):
                 facts.battery_mv = float(battery)
-        self._store.async_delay_save(self._data_to_save, FACTS_SAVE_DELAY)
+        if self._save_due is None or self._save_due < self._hass.loop.time():
+            self._store.async_delay_save(self._data_to_save, FACTS_SAVE_DELAY)
 
     # -- ends, deadlines, side effects -----------------------------------------------------
 
@@ -1026,7 +1035,7 @@ class OtaTracker:
         return lambda: self._job_listeners.remove(listener)
 
     async def _async_changed(self, job: OtaJob, *, fire_event: bool = True) -> None:
-        """Tell the change (listeners, status event, entities), then persist it.
+        """Tell the change (listeners, status event, entities), then schedule its write.
 
         Everything is told before the first await, and callers call this right after the job
         moved, before they publish: a message handled meanwhile (the /stat of a reboot while
@@ -1053,7 +1062,7 @@ class OtaTracker:
                 },
             )
         async_dispatcher_send(self._hass, signal_device_updated(self._entry_id, job.device_id))
-        await self._async_save()
+        self._schedule_save()
 
     def _data_to_save(self) -> dict[str, Any]:
         return {
@@ -1061,5 +1070,11 @@ class OtaTracker:
             "devices": {device_id: asdict(facts) for device_id, facts in self._facts.items()},
         }
 
+    def _schedule_save(self) -> None:
+        """Write the jobs and facts soon, in one write for every change until then."""
+        self._save_due = self._hass.loop.time() + JOBS_SAVE_DELAY
+        self._store.async_delay_save(self._data_to_save, JOBS_SAVE_DELAY)
+
     async def _async_save(self) -> None:
+        self._save_due = None
         await self._store.async_save(self._data_to_save())
