@@ -52,15 +52,19 @@ def total_examples() -> int:
     return total
 
 
+def exploring() -> bool:
+    """Return True when INSIGHIO_FUZZ_EXAMPLES asks for a run of its own size."""
+    return bool(os.environ.get(ENV, "").strip())
+
+
 def fuzz_settings(name: str, **overrides: Any) -> settings:
     """Return the settings of the fuzz test `name`: its share of the examples, reproducibility."""
-    exploring = bool(os.environ.get(ENV, "").strip())
     options: dict[str, Any] = {
         "max_examples": max(1, round(total_examples() * SHARES[name])),
         # Two cores shared by several processes: a slow example is noise, not a finding.
         "deadline": None,
-        "derandomize": not exploring,
-        "database": DirectoryBasedExampleDatabase(".hypothesis/examples") if exploring else None,
+        "derandomize": not exploring(),
+        "database": DirectoryBasedExampleDatabase(".hypothesis/examples") if exploring() else None,
         "print_blob": True,
         # Large inputs are the point of a fuzz test of a parser.
         "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],

@@ -18,13 +18,20 @@ UUIDS = st.uuids().map(str)
 ODD_IDS = st.sampled_from(["", "+", "#", "a/b", "\x00", " ", "é", "x" * 300])
 IDS = st.one_of(UUIDS, ODD_IDS, st.text(max_size=12))
 
+# Values that broke something once, or that parsers commonly trip over, drawn often on purpose:
+# random generation alone rarely builds them inside a whole message sequence.
+NASTY_TEXT = st.sampled_from(["", " ", "\ud800", "a\udfff", "\ud83d", "\x00", "é", "🙂", "\u2028"])
+NASTY_NUMBERS = st.sampled_from(
+    [2**63, -(2**63) - 1, 2**64, 10**30, 1e19, 1e300, -0.0, 0.5, float("inf"), float("nan")]
+)
 # Text that reaches a parser: any Unicode, lone surrogates included (JSON can escape them).
-TEXT = st.text(max_size=40)
+TEXT = st.one_of(st.text(max_size=40), NASTY_TEXT)
 LONG_TEXT = st.text(min_size=MAX_TEXT_LENGTH - 2, max_size=MAX_TEXT_LENGTH * 2)
 
 JSON_SCALARS = st.one_of(
     st.none(),
     st.booleans(),
+    NASTY_NUMBERS,
     st.integers(),
     # Big but convertible: a JSON number of more than 4300 digits is refused by Python itself.
     st.integers(min_value=-(10**400), max_value=10**400),

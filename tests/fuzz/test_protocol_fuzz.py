@@ -186,8 +186,8 @@ def test_firmware_reports_parse_to_what_they_say(
     assert message is not None
     _check_ota_message(message)
     assert message.code == code
-    assert message.file_id == file_id[:MAX_TEXT_LENGTH]
-    assert message.reason == ((reason or None) and reason[:MAX_TEXT_LENGTH])
+    assert message.file_id == _utf8(file_id)[:MAX_TEXT_LENGTH]
+    assert message.reason == ((reason or None) and _utf8(reason)[:MAX_TEXT_LENGTH])
 
 
 @fuzz_settings("ota_request_round_trip")
@@ -316,13 +316,15 @@ def test_firmware_stat_parses_to_what_it_says(
     records.extend({"vs" if isinstance(v, str) else "v": v, "n": n} for n, v in extra.items())
     stat = parse_stat(json.dumps(records))
     _check_stat(stat)
-    assert stat.sw_branch == sw_branch[:MAX_TEXT_LENGTH]
-    assert stat.sw_commit == sw_commit[:MAX_TEXT_LENGTH]
+    assert stat.sw_branch == _utf8(sw_branch)[:MAX_TEXT_LENGTH]
+    assert stat.sw_commit == _utf8(sw_commit)[:MAX_TEXT_LENGTH]
     assert stat.fw_version == ".".join(map(str, version))
     assert stat.free_flash == free_flash
-    kept = list(extra.items())[:MAX_EXTRA_RECORDS]
+    # Names that differ only in their lone surrogates become one record: the last one wins.
+    by_name = {_utf8(name): value for name, value in extra.items()}
+    kept = list(by_name.items())[:MAX_EXTRA_RECORDS]
     assert stat.extra == {
-        name[:MAX_TEXT_LENGTH]: value[:MAX_TEXT_LENGTH] if isinstance(value, str) else value
+        name[:MAX_TEXT_LENGTH]: _utf8(value)[:MAX_TEXT_LENGTH] if isinstance(value, str) else value
         for name, value in kept
     }
 
