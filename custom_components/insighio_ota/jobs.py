@@ -181,7 +181,14 @@ class DeviceFacts:
 
 
 def move(job: OtaJob, state: JobState, reason: str | None = None) -> None:
-    """Put a job in a new state, stamped with the time it happened."""
+    """Put a job in a new state, stamped with the time it happened.
+
+    Only a queued job can be held for the maintenance window. A held job that ends (cancelled)
+    or that the device answers anyway (a request of the same file still on the broker) is held
+    no more: its next deadline is its own, not the window's opening.
+    """
     job.state = state
     job.reason = reason
     job.updated_at = dt_util.utcnow().isoformat()
+    if state is not JobState.QUEUED:
+        job.held_until = None
