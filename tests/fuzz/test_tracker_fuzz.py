@@ -5,13 +5,16 @@ one per example would cost seconds): the example starts from an empty job store,
 loaded again and nothing retained on the mocked broker. Steps mix what devices really send
 (requests echoed, reports, clears, /stat, telemetry) with garbage, messages of devices the
 console does not list or on another project's channel, foreign file ids, duplicate reports,
-clock jumps, installs and cancels, and HA restarts (with the broker's replay of what it retains).
+clock jumps, installs and cancels, maintenance window and retry options, and HA restarts (with
+the broker's replay of what it retains). Device answers name the file of the job the device has,
+so that the deep states (applied, verified, retried, settled from /stat) are reached often.
 
 After every step, what a user could notice must hold:
 - nothing raised: no ERROR record was logged (HA logs an exception in an MQTT callback or a task
   as an error);
 - every job is in a `JobState`; every open job has a deadline still ahead (a passed deadline
-  means its timer was lost and the update would show progress forever);
+  means its timer was lost and the update would show progress forever), and only a queued job
+  may be held for the maintenance window;
 - at most one job per device is open: every earlier job in its history has ended;
 - a job that left `queued` left no request of its file retained on the broker, so the device
   does not act on it again;
