@@ -181,7 +181,13 @@ class DeviceFacts:
 
 
 def move(job: OtaJob, state: JobState, reason: str | None = None) -> None:
-    """Put a job in a new state, stamped with the time it happened."""
+    """Put a job in a new state, stamped with the time it happened.
+
+    A job starts queued and only ever moves out of the queue, so it is held for the maintenance
+    window no more: a held job that ends (cancelled) or that the device answers anyway (a
+    request of the same file still on the broker) has deadlines of its own, not the window's.
+    """
     job.state = state
     job.reason = reason
     job.updated_at = dt_util.utcnow().isoformat()
+    job.held_until = None

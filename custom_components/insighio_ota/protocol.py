@@ -24,6 +24,9 @@ REASON_CANNOT_APPLY: Final = "can not apply"
 # Any device of a project can write any device's topics: bound what one message can make us keep.
 MAX_TEXT_LENGTH: Final = 256
 MAX_EXTRA_RECORDS: Final = 32
+# Home Assistant stores JSON with orjson, which holds integers of 64 bits at most.
+MIN_INT: Final = -(2**63)
+MAX_INT: Final = 2**63 - 1
 
 type SenmlValue = float | int | str | bool
 # What an MQTT client hands over: HA gives `str` or `bytes`, paho gives `bytes` or `bytearray`.
@@ -80,7 +83,11 @@ class OtaRequest:
                 f"the file type must start with a dot, like '.tar' (got {self.file_type!r})"
             )
         # `bool` is an `int` in Python, but `true` is not a size the firmware understands.
-        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size <= 0:
+        if (
+            not isinstance(self.size, int)
+            or isinstance(self.size, bool)
+            or not 0 < self.size <= MAX_INT
+        ):
             raise ProtocolError(
                 f"the size must be a whole number of bytes above 0 (got {self.size!r})"
             )
@@ -272,7 +279,7 @@ def _values_by_name(
             if value_key in record:
                 value = record[value_key]
                 if _is_senml_value(value):
-                    records[name] = value
+                    records[_utf8(name)] = _utf8(value) if isinstance(value, str) else value
                 elif name in checked:
                     raise ProtocolError(f"record {name!r} has a value of the wrong kind")
                 # Any other unreadable record is skipped like an unknown one: one odd extra
@@ -281,16 +288,35 @@ def _values_by_name(
     return records
 
 
+def _utf8(text: str) -> str:
+    r"""Return text that can be encoded as UTF-8, with `?` for each lone surrogate.
+
+    A JSON escape (`"\ud800"`) can put half of a surrogate pair into a string although the
+    payload itself is valid UTF-8. Such a string cannot be written by Home Assistant's JSON
+    encoder, so a reason or a /stat value holding one would make every later save of the jobs
+    fail. Replacing the halves keeps the rest of the text, as for any other odd character.
+    """
+    if text.isascii():
+        return text
+    return text.encode("utf-8", errors="replace").decode()
+
+
 def parse_senml(payload: Payload) -> dict[str, SenmlValue]:
     """Return the records of a SenML payload by name, with their value."""
     return _values_by_name(_load_pack(payload))
 
 
 def _is_senml_value(value: Any) -> bool:
-    """Return True for a JSON scalar SenML allows (finite numbers, strings, booleans)."""
+    """Return True for a JSON scalar SenML allows (finite numbers, strings, booleans).
+
+    SenML numbers are IEEE doubles; an integer beyond 64 bits is none, and Home Assistant's
+    JSON encoder could not store it (every later save of the tracker would fail).
+    """
     if isinstance(value, float):
         return math.isfinite(value)
-    return isinstance(value, (int, str, bool))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return MIN_INT <= value <= MAX_INT
+    return isinstance(value, (str, bool))
 
 
 def _as_int(value: SenmlValue | None, what: str) -> int | None:
@@ -301,7 +327,11 @@ def _as_int(value: SenmlValue | None, what: str) -> int | None:
         raise ProtocolError(f"{what} must be a number (got {value!r})")
     if isinstance(value, float) and not value.is_integer():
         raise ProtocolError(f"{what} must be a whole number (got {value!r})")
-    return int(value)
+    number = int(value)
+    if not MIN_INT <= number <= MAX_INT:
+        # A float such as 1e300 is whole, but no count a device reports, nor storable.
+        raise ProtocolError(f"{what} is out of range (got {value!r})")
+    return number
 
 
 def _as_str(value: SenmlValue | None) -> str | None:
@@ -331,9 +361,12 @@ def parse_ota_message(payload: Payload) -> OtaMessage | None:
     file_id = records.get("i")
     if not isinstance(file_id, str) or not file_id:
         raise ProtocolError("the OTA message has no file id ('i' record)")
+    # No id of ours is that long, and a foreign one is kept (and shown) only for diagnosis.
+    file_id = file_id[:MAX_TEXT_LENGTH]
     # The console documentation prints the reason as {"m": "i", "vs": ...}, a typo that
     # parse_senml cannot see since that record has no `n`. Accept it as the reason too.
-    reason = _bounded(_as_str(records.get("m")) or _reason_from_typo_record(pack))
+    # An empty reason is no reason, whichever record it came in.
+    reason = _bounded(_as_str(records.get("m")) or _reason_from_typo_record(pack) or None)
     file_type = records.get("t")
     size = _as_int(records.get("s"), "the 's' record") if "s" in records else None
     return OtaMessage(
@@ -349,7 +382,7 @@ def _reason_from_typo_record(pack: list[dict[str, Any]]) -> str | None:
     """Return the reason of a `{"m": "i", "vs": ...}` record, the console docs' variant."""
     for record in pack:
         if "n" not in record and record.get("m") == "i" and isinstance(record.get("vs"), str):
-            return str(record["vs"])
+            return _utf8(record["vs"])
     return None
 
 
@@ -385,7 +418,7 @@ def parse_stat(payload: Payload) -> DeviceStat:
     records = _values_by_name(_load_pack(payload), _STAT_KNOWN)
     if not records:
         raise ProtocolError("the stat message has no named records")
-    text = {name: _as_str(records.get(name)) for name in _STAT_TEXT_FIELDS}
+    text = {name: _bounded(_as_str(records.get(name))) for name in _STAT_TEXT_FIELDS}
     fw_parts = [
         _as_int(records.get(f"fw_v_{part}"), f"fw_v_{part}") for part in ("major", "minor", "patch")
     ]
@@ -395,8 +428,8 @@ def parse_stat(payload: Payload) -> DeviceStat:
     unknown = [(name, value) for name, value in records.items() if name not in _STAT_KNOWN]
     return DeviceStat(
         **text,
-        fw_version=fw_version,
-        fw_commit=_as_str(records.get("fw_v_commit")),
+        fw_version=_bounded(fw_version),
+        fw_commit=_bounded(_as_str(records.get("fw_v_commit"))),
         free_flash=_as_int(records.get("free_flash"), "free_flash"),
         free_data_flash=_as_int(records.get("free_data_flash"), "free_data_flash"),
         extra={

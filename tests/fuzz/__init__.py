@@ -1,0 +1,1 @@
+"""Property tests (hypothesis): the parsers and the tracker against arbitrary input."""
