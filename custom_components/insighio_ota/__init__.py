@@ -98,7 +98,12 @@ async def async_setup_entry(hass: HomeAssistant, entry: InsighioOtaConfigEntry) 
         packages = PackageWatch(hass, entry)
         entry.async_on_unload(packages.async_start())
         entry.async_on_unload(packages.async_unload)
-    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    # The update entities first: should the fleet outgrow HA's cap on enabled entities per entry,
+    # the entities it drops are never a device's update entity.
+    await hass.config_entries.async_forward_entry_setups(entry, [Platform.UPDATE])
+    await hass.config_entries.async_forward_entry_setups(
+        entry, [platform for platform in PLATFORMS if platform is not Platform.UPDATE]
+    )
     return True
 
 

@@ -28,6 +28,12 @@ DEVICE_LIST_INTERVAL: Final = timedelta(minutes=15)
 API_KEY_NAME: Final = "Home Assistant insighio_ota"
 API_KEY_DURATION: Final = timedelta(days=3650)
 
+# Home Assistant holds at most 10,000 enabled entities per config entry and quietly drops the
+# rest. Each device has three (update, OTA status, OTA result); above this many devices the last
+# two are added disabled, so that every device keeps its update entity (up to about 8,000 devices
+# even if the fleet grew past this size after the first devices got all three).
+LARGE_FLEET_DEVICES: Final = 1_000
+
 # After an applied report the device reboots and sends /stat within about a minute; this is how
 # long the entity keeps showing progress while it waits for that confirmation.
 VERIFY_WINDOW: Final = timedelta(minutes=30)

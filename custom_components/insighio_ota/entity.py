@@ -9,7 +9,7 @@ from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
-from .const import DOMAIN, MANUFACTURER
+from .const import DOMAIN, LARGE_FLEET_DEVICES, MANUFACTURER
 from .coordinator import InsighioOtaConfigEntry, InsighioOtaCoordinator
 from .tracker import signal_device_updated
 
@@ -18,12 +18,18 @@ class InsighioOtaEntity(CoordinatorEntity[InsighioOtaCoordinator]):
     """An entity of one console device, refreshed by the console poll and by its OTA reports."""
 
     _attr_has_entity_name = True
+    # Entities that add to what the update entity shows; in a large fleet they start disabled.
+    _secondary_in_large_fleets = False
 
     def __init__(self, entry: InsighioOtaConfigEntry, device_id: str) -> None:
         """Describe the device this entity belongs to."""
         super().__init__(entry.runtime_data.coordinator)
         self.runtime_data = entry.runtime_data
         self.device_id = device_id
+        if self._secondary_in_large_fleets and len(self.coordinator.data) > LARGE_FLEET_DEVICES:
+            # HA's cap on enabled entities per entry would otherwise cost devices their update
+            # entity; the user can still enable the ones they want.
+            self._attr_entity_registry_enabled_default = False
         device = self.coordinator.data[device_id]
         stat = self.runtime_data.tracker.stat(device_id)
         self._attr_device_info = DeviceInfo(

@@ -62,6 +62,7 @@ class InsighioOtaResultEvent(InsighioOtaEntity, EventEntity):
 
     _attr_event_types = EVENT_TYPES
     _attr_translation_key = "ota_result"
+    _secondary_in_large_fleets = True
 
     def __init__(
         self,

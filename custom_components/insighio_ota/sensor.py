@@ -75,6 +75,7 @@ class InsighioOtaStatusSensor(InsighioOtaEntity, SensorEntity):
     _attr_device_class = SensorDeviceClass.ENUM
     _attr_options = OPTIONS
     _attr_translation_key = "ota_status"
+    _secondary_in_large_fleets = True
     _unrecorded_attributes = frozenset({ATTR_HISTORY})
 
     def __init__(self, entry: InsighioOtaConfigEntry, device_id: str) -> None:
