@@ -483,3 +483,27 @@ async def test_entry_without_mode_is_a_console_account(
     assert setup_integration.runtime_data.client is not None
     assert list(setup_integration.runtime_data.coordinator.data) == [DEVICE_ID]
     assert update_entity(hass) == "update.sensor_1_firmware"
+
+
+async def test_new_device_leaves_known_devices_states_alone(
+    hass: HomeAssistant, entry: MockConfigEntry, freezer: Any
+) -> None:
+    """A device introducing itself writes no state of the devices already known.
+
+    Each write of every known device's entities would make a fleet introducing itself cost the
+    square of its size.
+    """
+    await fire(hass, telemetry_topic(), telemetry_payload())
+    known = [
+        entity.entity_id
+        for entity in er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
+        if DEVICE_ID in entity.unique_id
+    ]
+    assert len(known) == 3
+    before = {entity_id: hass.states.get(entity_id).last_reported for entity_id in known}
+
+    freezer.tick(60)
+    await fire(hass, telemetry_topic(OTHER_DEVICE_ID), telemetry_payload())
+
+    assert update_entity(hass, OTHER_DEVICE_ID) is not None
+    assert {entity_id: hass.states.get(entity_id).last_reported for entity_id in known} == before

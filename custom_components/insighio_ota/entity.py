@@ -20,6 +20,10 @@ class InsighioOtaEntity(CoordinatorEntity[InsighioOtaCoordinator]):
     _attr_has_entity_name = True
     # Entities that add to what the update entity shows; in a large fleet they start disabled.
     _secondary_in_large_fleets = False
+    # Whether the state changes with the device's OTA facts (the tracker's signal).
+    _follows_device_updates = True
+    # Whether the device was listed when the state was last written (see `available`).
+    _listed = True
 
     def __init__(self, entry: InsighioOtaConfigEntry, device_id: str) -> None:
         """Describe the device this entity belongs to."""
@@ -56,13 +60,27 @@ class InsighioOtaEntity(CoordinatorEntity[InsighioOtaCoordinator]):
     async def async_added_to_hass(self) -> None:
         """Follow the device's OTA reports."""
         await super().async_added_to_hass()
-        self.async_on_remove(
-            async_dispatcher_connect(
-                self.hass,
-                signal_device_updated(self.coordinator.config_entry.entry_id, self.device_id),
-                self.async_write_ha_state,
+        self._listed = self.available
+        if self._follows_device_updates:
+            self.async_on_remove(
+                async_dispatcher_connect(
+                    self.hass,
+                    signal_device_updated(self.coordinator.config_entry.entry_id, self.device_id),
+                    self.async_write_ha_state,
+                )
             )
-        )
+
+    @callback
+    def _handle_coordinator_update(self) -> None:
+        """Write the state only when the device's availability changed.
+
+        Nothing else an entity shows comes from the device list. Writing every entity at every
+        poll, or at every device an MQTT-only entry discovers, would cost a fleet of N devices
+        3N state writes each time, N² in all while an MQTT-only fleet introduces itself.
+        """
+        if (listed := self.available) != self._listed:
+            self._listed = listed
+            self.async_write_ha_state()
 
 
 @callback

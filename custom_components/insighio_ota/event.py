@@ -63,6 +63,8 @@ class InsighioOtaResultEvent(InsighioOtaEntity, EventEntity):
     _attr_event_types = EVENT_TYPES
     _attr_translation_key = "ota_result"
     _secondary_in_large_fleets = True
+    # The state changes only when the entity fires; the tracker's events reach it directly.
+    _follows_device_updates = False
 
     def __init__(
         self,
