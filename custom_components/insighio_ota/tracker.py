@@ -171,6 +171,10 @@ class OtaTracker:
         # When the pending write of a job change is due (loop time): telemetry must not push it
         # back to its own, much later, batch.
         self._save_due: float | None = None
+        # Set by `async_unload`. A handler or an install still awaiting the broker then must not
+        # start a timer the unload will never cancel, nor write after the unload's final write:
+        # a reload's new tracker may have read the store meanwhile and would be overwritten.
+        self._unloaded = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -236,6 +240,7 @@ class OtaTracker:
 
     async def async_unload(self) -> None:
         """Stop listening, cancel timers and write what is not saved yet."""
+        self._unloaded = True
         for unsubscribes in self._subscriptions.values():
             for unsubscribe in unsubscribes:
                 unsubscribe()
@@ -924,6 +929,8 @@ class OtaTracker:
     def _schedule_deadline(self, job: OtaJob) -> None:
         """Give up on a waiting job at its deadline; publish a held one when the window opens."""
         self._cancel_deadline(job.device_id)
+        if self._unloaded:
+            return  # The stored deadline is scheduled again at the next load.
         if job.deadline is None:
             # Only a waiting job stored by the first release has none: give it one, so that it
             # cannot show progress forever.
@@ -1072,6 +1079,8 @@ class OtaTracker:
 
     def _schedule_save(self) -> None:
         """Write the jobs and facts soon, in one write for every change until then."""
+        if self._unloaded:
+            return  # Too late: the unload wrote the jobs, a reload may have read them since.
         self._save_due = self._hass.loop.time() + JOBS_SAVE_DELAY
         self._store.async_delay_save(self._data_to_save, JOBS_SAVE_DELAY)
 
