@@ -1,11 +1,13 @@
 """An MQTT-only entry: devices found on the project's channels, packages described by the user."""
 
 from collections.abc import AsyncGenerator
+from datetime import timedelta
 import json
 import logging
 from typing import Any
 from unittest.mock import MagicMock, patch
 
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import ServiceValidationError
@@ -47,7 +49,15 @@ from .conftest import (
     stat_payload,
     stat_topic,
 )
-from .helpers import fire, publishes, report, restart, telemetry_payload, telemetry_topic
+from .helpers import (
+    fire,
+    publishes,
+    report,
+    restart,
+    telemetry_payload,
+    telemetry_topic,
+    tick,
+)
 
 SERIAL = "240ac4542f45"
 THIRD_DEVICE_ID = "33333333-3333-4333-8333-333333333333"
@@ -483,3 +493,20 @@ async def test_entry_without_mode_is_a_console_account(
     assert setup_integration.runtime_data.client is not None
     assert list(setup_integration.runtime_data.coordinator.data) == [DEVICE_ID]
     assert update_entity(hass) == "update.sensor_1_firmware"
+
+
+async def test_devices_written_while_new_ones_keep_coming(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """The first device found is on disk soon, though new devices keep introducing themselves."""
+    key = f"{DOMAIN}.{entry.entry_id}.devices"
+    for index in range(8):
+        await fire(
+            hass, telemetry_topic(f"{index:08x}-cccc-4ccc-8ccc-cccccccccccc"), telemetry_payload()
+        )
+        await tick(hass, freezer, timedelta(seconds=3))
+
+    assert "00000000-cccc-4ccc-8ccc-cccccccccccc" in hass_storage[key]["data"]["devices"]

@@ -177,6 +177,7 @@ class MqttDeviceCoordinator(InsighioOtaCoordinator):
         )
         self._cap_logged = False
         self._loaded = False
+        self._save_pending = False
 
     async def _async_update_data(self) -> dict[str, ConsoleDevice]:
         """Return the devices seen so far: read from storage the first time, kept afterwards."""
@@ -225,7 +226,11 @@ class MqttDeviceCoordinator(InsighioOtaCoordinator):
         name = f"{MANUFACTURER} {serial or device_id[:8]}"
         LOGGER.info("Found device %s (%s) on the project's channels", name, device_id)
         self.async_set_updated_data({**self.data, device_id: self._device(device_id, name)})
-        self._store.async_delay_save(self._data_to_save, DEVICES_SAVE_DELAY)
+        if not self._save_pending:
+            # Asked once per write: HA moves a pending write to the latest time asked for, and
+            # a steady trickle of new devices would otherwise keep it from ever happening.
+            self._save_pending = True
+            self._store.async_delay_save(self._data_to_save, DEVICES_SAVE_DELAY)
 
     def _introduced_device(self, message: ReceiveMessage) -> tuple[str, str | None] | None:
         """Return the id and serial of a new device a message introduces, else None.
@@ -280,6 +285,8 @@ class MqttDeviceCoordinator(InsighioOtaCoordinator):
         )
 
     def _data_to_save(self) -> dict[str, Any]:
+        # Called when the write happens: from now on a change needs a write of its own.
+        self._save_pending = False
         return {
             CONF_DATA_CHANNEL: self.data_channel,
             "devices": {device_id: {"name": d.name} for device_id, d in (self.data or {}).items()},

@@ -168,8 +168,8 @@ class OtaTracker:
         # Retained requests the broker replayed that no open job of ours stands behind, by topic.
         self._stale: dict[str, StaleRequest] = {}
         self._stale_issue_timer: CALLBACK_TYPE | None = None
-        # When the pending write of a job change is due (loop time): telemetry must not push it
-        # back to its own, much later, batch.
+        # When the pending write is due (loop time), None once written: a later change must not
+        # push it back (see `_schedule_save`).
         self._save_due: float | None = None
         # Set by `async_unload`. A handler or an install still awaiting the broker then must not
         # start a timer the unload will never cancel, nor write after the unload's final write:
@@ -910,8 +910,7 @@ class OtaTracker:
         else:
             if isinstance(battery, (int, float)) and not isinstance(battery, bool):
                 facts.battery_mv = float(battery)
-        if self._save_due is None or self._save_due < self._hass.loop.time():
-            self._store.async_delay_save(self._data_to_save, FACTS_SAVE_DELAY)
+        self._schedule_save(FACTS_SAVE_DELAY)
 
     # -- ends, deadlines, side effects -----------------------------------------------------
 
@@ -1072,18 +1071,28 @@ class OtaTracker:
         self._schedule_save()
 
     def _data_to_save(self) -> dict[str, Any]:
+        # Called when the write happens: from now on a change needs a write of its own.
+        self._save_due = None
         return {
             "jobs": {device_id: job.as_dict() for device_id, job in self._jobs.items()},
             "devices": {device_id: asdict(facts) for device_id, facts in self._facts.items()},
         }
 
-    def _schedule_save(self) -> None:
-        """Write the jobs and facts soon, in one write for every change until then."""
+    def _schedule_save(self, delay: float = JOBS_SAVE_DELAY) -> None:
+        """Write the jobs and facts within `delay` seconds, once for every change until then.
+
+        HA's `Store.async_delay_save` moves a pending write to the latest time asked for: called
+        at every change of a stream that never pauses (telemetry of a large fleet, a wave's
+        reports), it would never write. So a write already due no later is left as it is; it
+        writes this change too, since it reads the state when it runs.
+        """
         if self._unloaded:
             return  # Too late: the unload wrote the jobs, a reload may have read them since.
-        self._save_due = self._hass.loop.time() + JOBS_SAVE_DELAY
-        self._store.async_delay_save(self._data_to_save, JOBS_SAVE_DELAY)
+        now = self._hass.loop.time()
+        if self._save_due is not None and self._save_due <= now + delay:
+            return
+        self._save_due = now + delay
+        self._store.async_delay_save(self._data_to_save, delay)
 
     async def _async_save(self) -> None:
-        self._save_due = None
         await self._store.async_save(self._data_to_save())
