@@ -234,6 +234,9 @@ class OtaTracker:
                 await mqtt.async_subscribe(self._hass, telemetry, self._on_telemetry, qos=0)
             ]
         if first:
+            self._subscriptions["connection"] = [
+                mqtt.async_subscribe_connection_status(self._hass, self._on_connection_change)
+            ]
             for job in list(self._jobs.values()):
                 if job.is_open:
                     self._schedule_deadline(job)
@@ -672,6 +675,24 @@ class OtaTracker:
         job.on_broker = False
         job.request_gone = True
         await self._async_changed(job, fire_event=False)
+
+    @callback
+    def _on_connection_change(self, connected: bool) -> None:
+        """After a reconnect, look for the queued jobs' requests as after a restart.
+
+        HA's MQTT session is a clean one: what the devices reported while it was away is lost,
+        as when HA is down. A device that applied its package meanwhile also cleared the request,
+        which the broker then does not replay; its job would wait for its deadline and end
+        `timed_out` although the device answered. A request that is replayed marks its job on the
+        broker again (`_async_apply_report`), whenever it comes.
+        """
+        if not connected:
+            return
+        for job in self._jobs.values():
+            if job.state is JobState.QUEUED and job.on_broker and job.held_until is None:
+                job.on_broker = False
+                self._awaiting_replay.add(job.device_id)
+        self._schedule_replay_check()
 
     @callback
     def _schedule_replay_check(self) -> None:
