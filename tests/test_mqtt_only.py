@@ -16,6 +16,7 @@ from homeassistant.helpers import (
     entity_registry as er,
     issue_registry as ir,
 )
+from homeassistant.helpers.entity import Entity
 from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -510,3 +511,29 @@ async def test_devices_written_while_new_ones_keep_coming(
         await tick(hass, freezer, timedelta(seconds=3))
 
     assert "00000000-cccc-4ccc-8ccc-cccccccccccc" in hass_storage[key]["data"]["devices"]
+
+
+async def test_devices_introducing_themselves_cost_linear_state_writes(
+    hass: HomeAssistant, entry: MockConfigEntry
+) -> None:
+    """Each new device writes its own entities and the fleet counts, not every entity again.
+
+    A project's devices introduce themselves one message at a time; rewriting every entity of
+    the entry at each made 5000 devices cost some 50 million state writes.
+    """
+    writes = 0
+    write = Entity.async_write_ha_state
+
+    def counting(self: Entity) -> None:
+        nonlocal writes
+        writes += 1
+        write(self)
+
+    count = 150
+    with patch.object(Entity, "async_write_ha_state", counting):
+        for index in range(count):
+            topic = telemetry_topic(f"{index:08x}-dddd-4ddd-8ddd-dddddddddddd")
+            await fire(hass, topic, telemetry_payload())
+
+    assert len(devices_of(entry)) == count
+    assert writes < 10 * count

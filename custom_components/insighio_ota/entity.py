@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 
+from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import callback
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
@@ -46,6 +47,19 @@ class InsighioOtaEntity(CoordinatorEntity[InsighioOtaCoordinator]):
         fails and logs the outage once, and its recovery once.
         """
         return self.device_id in self.coordinator.data
+
+    @callback
+    def _handle_coordinator_update(self) -> None:
+        """Write the state only when the device list changed whether the device is available.
+
+        Nothing else of a device's entity comes from the list: reports, /stat and packages
+        arrive through the tracker's signal. Writing every entity at every change of the list
+        made the devices of a project introducing themselves one by one (an MQTT-only entry's
+        first start, or a flood of made-up device ids) cost the square of the fleet.
+        """
+        shown = self.hass.states.get(self.entity_id)
+        if shown is None or (shown.state == STATE_UNAVAILABLE) == self.available:
+            self.async_write_ha_state()
 
     async def async_added_to_hass(self) -> None:
         """Follow the device's OTA reports."""
