@@ -537,3 +537,30 @@ async def test_devices_introducing_themselves_cost_linear_state_writes(
 
     assert len(devices_of(entry)) == count
     assert writes < 10 * count
+
+
+async def test_console_account_leaves_out_a_project_followed_over_mqtt(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    mock_console: AiohttpClientMocker,
+    config_entry: MockConfigEntry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An account added later does not follow the MQTT-only entry's devices a second time.
+
+    Two trackers on one device would each take the other's retained request for a stale one,
+    offer to clear it, and show two update entities for one device.
+    """
+    await fire(hass, telemetry_topic(), telemetry_payload())
+    config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+
+    assert config_entry.runtime_data.coordinator.data == {}
+    assert "an MQTT-only entry follows their project" in caplog.text
+    registry = dr.async_get(hass)
+    assert registry.async_get_device_by_identifier((DOMAIN, DEVICE_ID), entry.entry_id)
+    assert not registry.async_get_device_by_identifier((DOMAIN, DEVICE_ID), config_entry.entry_id)
+    await hass.config_entries.async_unload(config_entry.entry_id)
+    await hass.async_block_till_done()
+    mock_console.mock_calls.clear()  # The fixture checks the MQTT-only entry asked nothing.

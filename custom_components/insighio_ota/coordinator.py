@@ -113,6 +113,7 @@ class ConsoleDeviceCoordinator(InsighioOtaCoordinator):
             update_interval=DEVICE_LIST_INTERVAL,
         )
         self.client = client
+        self._overlap_logged = False
 
     async def _async_update_data(self) -> dict[str, ConsoleDevice]:
         """Fetch the device list; a revoked key asks the user to sign in again."""
@@ -128,9 +129,31 @@ class ConsoleDeviceCoordinator(InsighioOtaCoordinator):
                 translation_key="console_unavailable",
                 translation_placeholders={"error": str(err)},
             ) from err
-        listed = {device.device_id: device for device in devices}
+        followed = self._projects_followed_over_mqtt()
+        listed = {
+            device.device_id: device
+            for device in devices
+            if not {device.data_channel, device.control_channel} & followed
+        }
+        if (left_out := len(devices) - len(listed)) and not self._overlap_logged:
+            self._overlap_logged = True
+            LOGGER.warning(
+                "Leaving out %s devices of this account: an MQTT-only entry follows their "
+                "project, and two entries following one device would clear each other's "
+                "requests. Remove that entry to follow them with the account",
+                left_out,
+            )
         self._remove_stale_devices({*listed, *self.client.skipped_device_ids})
         return listed
+
+    def _projects_followed_over_mqtt(self) -> set[str]:
+        """Return the channels the MQTT-only entries follow, whether loaded or not."""
+        return {
+            entry.data[key]
+            for entry in self.hass.config_entries.async_entries(DOMAIN)
+            if is_mqtt_only(entry)
+            for key in (CONF_DATA_CHANNEL, CONF_CONTROL_CHANNEL)
+        }
 
     def _remove_stale_devices(self, listed: set[str]) -> None:
         """Take the devices the console no longer lists off this entry (and their entities).
