@@ -15,12 +15,18 @@ from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.util import dt as dt_util
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, MockMqttReasonCode
 
-from custom_components.insighio_ota.const import CONF_WINDOW_END, CONF_WINDOW_START, DOMAIN
+from custom_components.insighio_ota.const import (
+    CONF_WINDOW_END,
+    CONF_WINDOW_START,
+    DOMAIN,
+    UNKNOWN_CADENCE_TIMEOUT,
+)
+from custom_components.insighio_ota.tracker import REPLAY_GRACE
 
 from .conftest import ota_topic
-from .helpers import attributes, install, publishes, register, request_payload, tick
+from .helpers import attributes, fire, install, publishes, register, request_payload, tick
 
 REQUEST = (ota_topic(), request_payload(), 1, True)
 
@@ -90,3 +96,49 @@ async def test_held_request_waits_for_the_broker(
     attrs = attributes(hass)
     assert attrs["ota_state"] == "queued"
     assert attrs["ota_held_until"] is None
+
+
+async def _reconnect(hass: HomeAssistant, mqtt_client_mock: Any) -> None:
+    """Let HA's MQTT client lose the broker and connect again (a clean session)."""
+    mqtt_client_mock.on_disconnect(mqtt_client_mock, None, None, MockMqttReasonCode())
+    await hass.async_block_till_done()
+    mqtt_client_mock.on_connect(mqtt_client_mock, None, 0, MockMqttReasonCode())
+    await hass.async_block_till_done()
+
+
+@pytest.mark.usefixtures("setup_integration")
+async def test_request_gone_during_an_outage_is_not_a_timeout(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, mqtt_client_mock: Any
+) -> None:
+    """A request the broker no longer holds after a reconnect vanished unseen, as in a restart.
+
+    The device may have applied it and cleared it while HA was away, its report lost with the
+    session: the job must not end `timed_out` as if the device never answered.
+    """
+    await register(hass)
+    await install(hass)
+
+    await _reconnect(
+        hass, mqtt_client_mock
+    )  # No replay follows: the device cleared the request meanwhile.
+    await tick(hass, freezer, REPLAY_GRACE + timedelta(seconds=1))
+    assert attributes(hass)["ota_state"] == "queued"
+    await tick(hass, freezer, UNKNOWN_CADENCE_TIMEOUT)
+
+    assert attributes(hass)["ota_state"] == "unknown"
+
+
+@pytest.mark.usefixtures("setup_integration")
+async def test_request_replayed_after_a_reconnect_keeps_waiting(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, mqtt_client_mock: Any
+) -> None:
+    """The broker replays a request still waiting: the job waits on, and times out as usual."""
+    await register(hass)
+    await install(hass)
+
+    await _reconnect(hass, mqtt_client_mock)
+    await fire(hass, ota_topic(), request_payload(), retain=True)
+    await tick(hass, freezer, REPLAY_GRACE + timedelta(seconds=1))
+    await tick(hass, freezer, UNKNOWN_CADENCE_TIMEOUT)
+
+    assert attributes(hass)["ota_state"] == "timed_out"

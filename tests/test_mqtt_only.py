@@ -1,11 +1,13 @@
 """An MQTT-only entry: devices found on the project's channels, packages described by the user."""
 
 from collections.abc import AsyncGenerator
+from datetime import timedelta
 import json
 import logging
 from typing import Any
 from unittest.mock import MagicMock, patch
 
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import ServiceValidationError
@@ -14,6 +16,7 @@ from homeassistant.helpers import (
     entity_registry as er,
     issue_registry as ir,
 )
+from homeassistant.helpers.entity import Entity
 from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -47,7 +50,15 @@ from .conftest import (
     stat_payload,
     stat_topic,
 )
-from .helpers import fire, publishes, report, restart, telemetry_payload, telemetry_topic
+from .helpers import (
+    fire,
+    publishes,
+    report,
+    restart,
+    telemetry_payload,
+    telemetry_topic,
+    tick,
+)
 
 SERIAL = "240ac4542f45"
 THIRD_DEVICE_ID = "33333333-3333-4333-8333-333333333333"
@@ -507,3 +518,73 @@ async def test_new_device_leaves_known_devices_states_alone(
 
     assert update_entity(hass, OTHER_DEVICE_ID) is not None
     assert {entity_id: hass.states.get(entity_id).last_reported for entity_id in known} == before
+
+
+async def test_devices_written_while_new_ones_keep_coming(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """The first device found is on disk soon, though new devices keep introducing themselves."""
+    key = f"{DOMAIN}.{entry.entry_id}.devices"
+    for index in range(8):
+        await fire(
+            hass, telemetry_topic(f"{index:08x}-cccc-4ccc-8ccc-cccccccccccc"), telemetry_payload()
+        )
+        await tick(hass, freezer, timedelta(seconds=3))
+
+    assert "00000000-cccc-4ccc-8ccc-cccccccccccc" in hass_storage[key]["data"]["devices"]
+
+
+async def test_devices_introducing_themselves_cost_linear_state_writes(
+    hass: HomeAssistant, entry: MockConfigEntry
+) -> None:
+    """Each new device writes its own entities and the fleet counts, not every entity again.
+
+    A project's devices introduce themselves one message at a time; rewriting every entity of
+    the entry at each made 5000 devices cost some 50 million state writes.
+    """
+    writes = 0
+    write = Entity.async_write_ha_state
+
+    def counting(self: Entity) -> None:
+        nonlocal writes
+        writes += 1
+        write(self)
+
+    count = 150
+    with patch.object(Entity, "async_write_ha_state", counting):
+        for index in range(count):
+            topic = telemetry_topic(f"{index:08x}-dddd-4ddd-8ddd-dddddddddddd")
+            await fire(hass, topic, telemetry_payload())
+
+    assert len(devices_of(entry)) == count
+    assert writes < 10 * count
+
+
+async def test_console_account_leaves_out_a_project_followed_over_mqtt(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    mock_console: AiohttpClientMocker,
+    config_entry: MockConfigEntry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An account added later does not follow the MQTT-only entry's devices a second time.
+
+    Two trackers on one device would each take the other's retained request for a stale one,
+    offer to clear it, and show two update entities for one device.
+    """
+    await fire(hass, telemetry_topic(), telemetry_payload())
+    config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+
+    assert config_entry.runtime_data.coordinator.data == {}
+    assert "an MQTT-only entry follows their project" in caplog.text
+    registry = dr.async_get(hass)
+    assert registry.async_get_device_by_identifier((DOMAIN, DEVICE_ID), entry.entry_id)
+    assert not registry.async_get_device_by_identifier((DOMAIN, DEVICE_ID), config_entry.entry_id)
+    await hass.config_entries.async_unload(config_entry.entry_id)
+    await hass.async_block_till_done()
+    mock_console.mock_calls.clear()  # The fixture checks the MQTT-only entry asked nothing.

@@ -714,3 +714,25 @@ async def test_job_ends_are_written_together_a_moment_later(
 
     await tick(hass, freezer, timedelta(seconds=1))
     assert stored() == {"Sensor 01": "failed", "Sensor 02": "failed", "Sensor 03": "queued"}
+
+
+async def test_job_ends_written_while_the_wave_keeps_reporting(
+    hass: HomeAssistant,
+    registered: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """The first job end is on disk a second later, although the wave's reports keep coming.
+
+    HA's delayed write moves to the latest time asked for: asked again at every end of a wave
+    that reports without a pause, it would wait for the whole wave.
+    """
+    key = f"{DOMAIN}.{registered.entry_id}.rollouts"
+    await start(hass, registered, canary_count=0, wave_size=8)
+
+    for name in NAMES[:6]:
+        await succeed(hass, name)
+        await tick(hass, freezer, timedelta(seconds=0.4))
+
+    (stored,) = hass_storage[key]["data"]["rollouts"]
+    assert stored["devices"][0]["status"] == "succeeded"

@@ -1,6 +1,7 @@
 """insigh.io OTA: over-the-air updates of insigh.io devices through Home Assistant's MQTT."""
 
 from collections.abc import Callable
+from typing import Any
 
 from homeassistant.components import mqtt
 from homeassistant.const import Platform
@@ -8,6 +9,7 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryNotReady
 from homeassistant.helpers import config_validation as cv, device_registry as dr
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.storage import Store
 from homeassistant.helpers.typing import ConfigType
 
 from .catalogue import PackageCatalogue
@@ -29,6 +31,8 @@ from .tracker import OtaTracker
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 PLATFORMS: list[Platform] = [Platform.EVENT, Platform.SENSOR, Platform.UPDATE]
+# What an entry keeps in `.storage`, each under `insighio_ota.<entry id>.<kind>`.
+STORED_KINDS = ("packages", "jobs", "rollouts", "devices")
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
@@ -110,6 +114,16 @@ async def async_setup_entry(hass: HomeAssistant, entry: InsighioOtaConfigEntry) 
 async def async_unload_entry(hass: HomeAssistant, entry: InsighioOtaConfigEntry) -> bool:
     """Unload the entities; the tracker stops through `async_on_unload`."""
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: InsighioOtaConfigEntry) -> None:
+    """Delete the entry's stored packages, jobs, device facts, rollouts and found devices.
+
+    They are keyed by the entry id, which no later entry reuses: left behind, they would stay in
+    `.storage` for good, with the device ids and serials they name.
+    """
+    for kind in STORED_KINDS:
+        await Store[dict[str, Any]](hass, 1, f"{DOMAIN}.{entry.entry_id}.{kind}").async_remove()
 
 
 async def async_remove_config_entry_device(

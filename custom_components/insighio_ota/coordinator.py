@@ -113,6 +113,7 @@ class ConsoleDeviceCoordinator(InsighioOtaCoordinator):
             update_interval=DEVICE_LIST_INTERVAL,
         )
         self.client = client
+        self._overlap_logged = False
 
     async def _async_update_data(self) -> dict[str, ConsoleDevice]:
         """Fetch the device list; a revoked key asks the user to sign in again."""
@@ -128,9 +129,31 @@ class ConsoleDeviceCoordinator(InsighioOtaCoordinator):
                 translation_key="console_unavailable",
                 translation_placeholders={"error": str(err)},
             ) from err
-        listed = {device.device_id: device for device in devices}
+        followed = self._projects_followed_over_mqtt()
+        listed = {
+            device.device_id: device
+            for device in devices
+            if not {device.data_channel, device.control_channel} & followed
+        }
+        if (left_out := len(devices) - len(listed)) and not self._overlap_logged:
+            self._overlap_logged = True
+            LOGGER.warning(
+                "Leaving out %s devices of this account: an MQTT-only entry follows their "
+                "project, and two entries following one device would clear each other's "
+                "requests. Remove that entry to follow them with the account",
+                left_out,
+            )
         self._remove_stale_devices({*listed, *self.client.skipped_device_ids})
         return listed
+
+    def _projects_followed_over_mqtt(self) -> set[str]:
+        """Return the channels the MQTT-only entries follow, whether loaded or not."""
+        return {
+            entry.data[key]
+            for entry in self.hass.config_entries.async_entries(DOMAIN)
+            if is_mqtt_only(entry)
+            for key in (CONF_DATA_CHANNEL, CONF_CONTROL_CHANNEL)
+        }
 
     def _remove_stale_devices(self, listed: set[str]) -> None:
         """Take the devices the console no longer lists off this entry (and their entities).
@@ -177,6 +200,7 @@ class MqttDeviceCoordinator(InsighioOtaCoordinator):
         )
         self._cap_logged = False
         self._loaded = False
+        self._save_pending = False
 
     async def _async_update_data(self) -> dict[str, ConsoleDevice]:
         """Return the devices seen so far: read from storage the first time, kept afterwards."""
@@ -225,7 +249,11 @@ class MqttDeviceCoordinator(InsighioOtaCoordinator):
         name = f"{MANUFACTURER} {serial or device_id[:8]}"
         LOGGER.info("Found device %s (%s) on the project's channels", name, device_id)
         self.async_set_updated_data({**self.data, device_id: self._device(device_id, name)})
-        self._store.async_delay_save(self._data_to_save, DEVICES_SAVE_DELAY)
+        if not self._save_pending:
+            # Asked once per write: HA moves a pending write to the latest time asked for, and
+            # a steady trickle of new devices would otherwise keep it from ever happening.
+            self._save_pending = True
+            self._store.async_delay_save(self._data_to_save, DEVICES_SAVE_DELAY)
 
     def _introduced_device(self, message: ReceiveMessage) -> tuple[str, str | None] | None:
         """Return the id and serial of a new device a message introduces, else None.
@@ -280,6 +308,8 @@ class MqttDeviceCoordinator(InsighioOtaCoordinator):
         )
 
     def _data_to_save(self) -> dict[str, Any]:
+        # Called when the write happens: from now on a change needs a write of its own.
+        self._save_pending = False
         return {
             CONF_DATA_CHANNEL: self.data_channel,
             "devices": {device_id: {"name": d.name} for device_id, d in (self.data or {}).items()},

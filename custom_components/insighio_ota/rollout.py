@@ -264,6 +264,8 @@ class RolloutManager:
         # One advance at a time: starting jobs awaits MQTT, and job ends arrive meanwhile.
         self._lock = asyncio.Lock()
         self._unloaded = False
+        # True from a delayed write's scheduling until it runs (see `_schedule_save`).
+        self._save_pending = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -684,6 +686,8 @@ class RolloutManager:
             listener()
 
     def _data_to_save(self) -> dict[str, Any]:
+        # Called when the write happens: from now on a change needs a write of its own.
+        self._save_pending = False
         return {"rollouts": [rollout.as_dict() for rollout in self._rollouts.values()]}
 
     @callback
@@ -692,7 +696,14 @@ class RolloutManager:
 
         A write serializes every device of every rollout; at each job end of a wave that would
         cost the square of the fleet. HA writes what is pending when it stops.
+
+        HA's `Store.async_delay_save` moves a pending write to the latest time asked for, so it
+        is asked once per write: a wave whose ends keep coming would otherwise never be written.
+        After the unload's own write nothing is scheduled (a reload may have read the store).
         """
+        if self._save_pending or self._unloaded:
+            return
+        self._save_pending = True
         self._store.async_delay_save(self._data_to_save, ROLLOUTS_SAVE_DELAY)
 
     async def _async_save(self) -> None:

@@ -204,6 +204,12 @@ class InsighioOtaFleetSensor(InsighioOtaAccountEntity, SensorEntity):
         self._async_fleet_changed()
 
     @callback
+    def _handle_coordinator_update(self) -> None:
+        # A device listed or gone changes the count like a job does: coalesced for a large fleet,
+        # whose devices may introduce themselves one message at a time.
+        self._async_fleet_changed()
+
+    @callback
     def _async_fleet_changed(self) -> None:
         """Write the count now for a small fleet; for a large one, soon with what follows."""
         if len(self.coordinator.data) <= FLEET_COALESCE_ABOVE:

@@ -168,9 +168,13 @@ class OtaTracker:
         # Retained requests the broker replayed that no open job of ours stands behind, by topic.
         self._stale: dict[str, StaleRequest] = {}
         self._stale_issue_timer: CALLBACK_TYPE | None = None
-        # When the pending write of a job change is due (loop time): telemetry must not push it
-        # back to its own, much later, batch.
+        # When the pending write is due (loop time), None once written: a later change must not
+        # push it back (see `_schedule_save`).
         self._save_due: float | None = None
+        # Set by `async_unload`. A handler or an install still awaiting the broker then must not
+        # start a timer the unload will never cancel, nor write after the unload's final write:
+        # a reload's new tracker may have read the store meanwhile and would be overwritten.
+        self._unloaded = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -230,12 +234,16 @@ class OtaTracker:
                 await mqtt.async_subscribe(self._hass, telemetry, self._on_telemetry, qos=0)
             ]
         if first:
+            self._subscriptions["connection"] = [
+                mqtt.async_subscribe_connection_status(self._hass, self._on_connection_change)
+            ]
             for job in list(self._jobs.values()):
                 if job.is_open:
                     self._schedule_deadline(job)
 
     async def async_unload(self) -> None:
         """Stop listening, cancel timers and write what is not saved yet."""
+        self._unloaded = True
         for unsubscribes in self._subscriptions.values():
             for unsubscribe in unsubscribes:
                 unsubscribe()
@@ -669,6 +677,24 @@ class OtaTracker:
         await self._async_changed(job, fire_event=False)
 
     @callback
+    def _on_connection_change(self, connected: bool) -> None:
+        """After a reconnect, look for the queued jobs' requests as after a restart.
+
+        HA's MQTT session is a clean one: what the devices reported while it was away is lost,
+        as when HA is down. A device that applied its package meanwhile also cleared the request,
+        which the broker then does not replay; its job would wait for its deadline and end
+        `timed_out` although the device answered. A request that is replayed marks its job on the
+        broker again (`_async_apply_report`), whenever it comes.
+        """
+        if not connected:
+            return
+        for job in self._jobs.values():
+            if job.state is JobState.QUEUED and job.on_broker and job.held_until is None:
+                job.on_broker = False
+                self._awaiting_replay.add(job.device_id)
+        self._schedule_replay_check()
+
+    @callback
     def _schedule_replay_check(self) -> None:
         """Once subscribed, give the broker a moment to replay the retained requests."""
         if self._replay_check is not None or not self._awaiting_replay:
@@ -905,8 +931,7 @@ class OtaTracker:
         else:
             if isinstance(battery, (int, float)) and not isinstance(battery, bool):
                 facts.battery_mv = float(battery)
-        if self._save_due is None or self._save_due < self._hass.loop.time():
-            self._store.async_delay_save(self._data_to_save, FACTS_SAVE_DELAY)
+        self._schedule_save(FACTS_SAVE_DELAY)
 
     # -- ends, deadlines, side effects -----------------------------------------------------
 
@@ -924,6 +949,8 @@ class OtaTracker:
     def _schedule_deadline(self, job: OtaJob) -> None:
         """Give up on a waiting job at its deadline; publish a held one when the window opens."""
         self._cancel_deadline(job.device_id)
+        if self._unloaded:
+            return  # The stored deadline is scheduled again at the next load.
         if job.deadline is None:
             # Only a waiting job stored by the first release has none: give it one, so that it
             # cannot show progress forever.
@@ -1065,16 +1092,28 @@ class OtaTracker:
         self._schedule_save()
 
     def _data_to_save(self) -> dict[str, Any]:
+        # Called when the write happens: from now on a change needs a write of its own.
+        self._save_due = None
         return {
             "jobs": {device_id: job.as_dict() for device_id, job in self._jobs.items()},
             "devices": {device_id: asdict(facts) for device_id, facts in self._facts.items()},
         }
 
-    def _schedule_save(self) -> None:
-        """Write the jobs and facts soon, in one write for every change until then."""
-        self._save_due = self._hass.loop.time() + JOBS_SAVE_DELAY
-        self._store.async_delay_save(self._data_to_save, JOBS_SAVE_DELAY)
+    def _schedule_save(self, delay: float = JOBS_SAVE_DELAY) -> None:
+        """Write the jobs and facts within `delay` seconds, once for every change until then.
+
+        HA's `Store.async_delay_save` moves a pending write to the latest time asked for: called
+        at every change of a stream that never pauses (telemetry of a large fleet, a wave's
+        reports), it would never write. So a write already due no later is left as it is; it
+        writes this change too, since it reads the state when it runs.
+        """
+        if self._unloaded:
+            return  # Too late: the unload wrote the jobs, a reload may have read them since.
+        now = self._hass.loop.time()
+        if self._save_due is not None and self._save_due <= now + delay:
+            return
+        self._save_due = now + delay
+        self._store.async_delay_save(self._data_to_save, delay)
 
     async def _async_save(self) -> None:
-        self._save_due = None
         await self._store.async_save(self._data_to_save())
