@@ -588,3 +588,37 @@ async def test_console_account_leaves_out_a_project_followed_over_mqtt(
     await hass.config_entries.async_unload(config_entry.entry_id)
     await hass.async_block_till_done()
     mock_console.mock_calls.clear()  # The fixture checks the MQTT-only entry asked nothing.
+
+
+async def test_removed_device_takes_its_request_off_the_broker(
+    hass: HomeAssistant,
+    hass_ws_client: WebSocketGenerator,
+    mqtt_mock: Any,
+    entry: MockConfigEntry,
+) -> None:
+    """Removing a device with an update waiting cancels it and clears its retained request."""
+    assert await async_setup_component(hass, "config", {})
+    await fire(hass, telemetry_topic(), telemetry_payload())
+    await register(hass, file_type=".tar", size=5120)
+    entity_id = update_entity(hass)
+    assert entity_id is not None
+    await hass.services.async_call("update", "install", {"entity_id": entity_id}, blocking=True)
+    device = registry_device(hass)
+    assert device is not None
+    client = await hass_ws_client(hass)
+
+    await client.send_json_auto_id(
+        {
+            "type": "config/device_registry/remove_config_entry",
+            "config_entry_id": entry.entry_id,
+            "device_id": device.id,
+        }
+    )
+    response = await client.receive_json()
+    await hass.async_block_till_done()
+
+    assert response["success"]
+    assert publishes(mqtt_mock)[-1][:2] == (ota_topic(), "")
+    job = entry.runtime_data.tracker.job(DEVICE_ID)
+    assert job is not None
+    assert job.state == "cancelled"
