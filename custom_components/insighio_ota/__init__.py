@@ -136,15 +136,15 @@ async def async_remove_config_entry_device(
     """
     coordinator = entry.runtime_data.coordinator
     tracker = entry.runtime_data.tracker
-    mqtt_only = isinstance(coordinator, MqttDeviceCoordinator)
+    discovered = coordinator if isinstance(coordinator, MqttDeviceCoordinator) else None
     ours = {value for domain, value in device.identifiers if domain == DOMAIN}
-    if entry.entry_id in ours or (not mqtt_only and ours & coordinator.data.keys()):
+    if entry.entry_id in ours or (discovered is None and ours & coordinator.data.keys()):
         return False
     for device_id in ours:
         # A removed device keeps no request on the broker, nor a job that would end later in a
         # notice about a device the user deleted.
         if (job := tracker.job(device_id)) is not None and job.is_open:
             await tracker.async_cancel(device_id)
-        if mqtt_only:
-            await coordinator.async_forget(device_id)
+        if discovered is not None:
+            await discovered.async_forget(device_id)
     return True
