@@ -7,7 +7,8 @@ is not in the venv), so the demo runs it with --skip-pip and installs them first
 versions the installed Home Assistant's manifests pin, within its package constraints.
 Without them the web UI stays on "Loading..." (the service list it fetches imports these platforms).
 
-Run by scripts/demo with the venv's python; prints nothing when everything is in place.
+Run by scripts/demo and scripts/test with the venv's python; prints nothing when everything is in
+place.
 """
 
 from __future__ import annotations
