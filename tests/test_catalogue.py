@@ -9,6 +9,7 @@ from custom_components.insighio_ota.catalogue import (
     STORAGE_VERSION,
     Package,
     PackageCatalogue,
+    PackageRegisteredError,
     UnknownPackageError,
     VersionTakenError,
     normalize_hardware,
@@ -75,20 +76,18 @@ async def test_registration_order_is_the_order(
     assert [p.version for p in (await reloaded(hass)).packages] == ["2.0", "10.0", "1.5"]
 
 
-async def test_reregistration_keeps_position(catalogue: PackageCatalogue) -> None:
-    """Registering a file id again replaces it where it is."""
-    await add(catalogue, "aaaa0001", "1.0")
+async def test_registering_a_file_id_again_is_refused(catalogue: PackageCatalogue) -> None:
+    """A second registration of a file id would drop its hardware and commit: it is refused."""
+    await add(catalogue, "aaaa0001", "1.0", hardware=["esp32"], sw_commit="abc1234")
     await add(catalogue, "aaaa0002", "2.0")
 
-    await add(catalogue, "aaaa0001", "1.0b", hardware=["esp32"], sw_commit=" abc1234 ")
-
+    with pytest.raises(PackageRegisteredError) as registered:
+        await add(catalogue, "aaaa0001", "1.0b")
+    assert (registered.value.file_id, registered.value.version) == ("aaaa0001", "1.0")
     first = catalogue.packages[0]
-    assert (first.file_id, first.version, first.hardware, first.sw_commit) == (
-        "aaaa0001",
-        "1.0b",
-        ("esp32",),
-        "abc1234",
-    )
+    assert (first.version, first.hardware, first.sw_commit) == ("1.0", ("esp32",), "abc1234")
+    assert len(catalogue.packages) == 2
+
     with pytest.raises(VersionTakenError) as exc_info:
         await add(catalogue, "aaaa0003", "2.0")
     assert exc_info.value.file_id == "aaaa0002"

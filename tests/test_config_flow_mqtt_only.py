@@ -31,6 +31,7 @@ from .helpers import telemetry_payload
 OTHER_DATA = "d1d1d1d1-0000-4000-8000-000000000011"
 OTHER_CONTROL = "c1c1c1c1-0000-4000-8000-000000000012"
 CHANNELS = {CONF_DATA_CHANNEL: DATA_CHANNEL, CONF_CONTROL_CHANNEL: CONTROL_CHANNEL}
+CHANNELS_CONTROL = {CONF_CONTROL_CHANNEL: CONTROL_CHANNEL}
 
 
 @pytest.fixture(autouse=True)
@@ -183,22 +184,32 @@ async def test_mqtt_only_project_already_followed_by_mqtt_entry(hass: HomeAssist
 
 
 @pytest.mark.parametrize(
-    "channels",
+    ("channels", "errors"),
     [
-        {CONF_DATA_CHANNEL: DATA_CHANNEL, CONF_CONTROL_CHANNEL: OTHER_CONTROL},
-        {CONF_DATA_CHANNEL: OTHER_DATA, CONF_CONTROL_CHANNEL: CONTROL_CHANNEL},
+        (
+            {CONF_DATA_CHANNEL: DATA_CHANNEL, CONF_CONTROL_CHANNEL: OTHER_CONTROL},
+            {CONF_DATA_CHANNEL: "channel_followed"},
+        ),
+        (
+            {CONF_DATA_CHANNEL: OTHER_DATA, CONF_CONTROL_CHANNEL: CONTROL_CHANNEL},
+            {CONF_CONTROL_CHANNEL: "channel_followed"},
+        ),
     ],
 )
-async def test_mqtt_only_project_already_followed_by_console_entry(
-    hass: HomeAssistant, channels: dict[str, str]
+async def test_mqtt_only_channel_followed_by_console_entry(
+    hass: HomeAssistant, channels: dict[str, str], errors: dict[str, str]
 ) -> None:
-    """A console entry listing a device of the project (either channel) already follows it."""
+    """A channel a console entry follows is marked in the form, which the user can correct."""
     loaded_console_entry(hass)
     flow_id = await open_mqtt_only_form(hass)
     result = await hass.config_entries.flow.async_configure(flow_id, channels)
 
-    assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "already_configured"
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == errors
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, {CONF_DATA_CHANNEL: OTHER_DATA, CONF_CONTROL_CHANNEL: OTHER_CONTROL}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
 
 
 async def test_console_entry_of_other_projects_or_not_loaded_does_not_block(
@@ -244,6 +255,34 @@ async def test_discovery_shows_data_channel_and_asks_for_control_channel(
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["data"] == {CONF_MODE: MODE_MQTT, **CHANNELS}
     assert result["result"].unique_id == DATA_CHANNEL
+
+
+async def test_discovery_confirm_with_a_followed_control_channel(hass: HomeAssistant) -> None:
+    """A control channel another entry follows is a form error, not the end of the discovery."""
+    mqtt_only_entry(OTHER_DATA, OTHER_CONTROL).add_to_hass(hass)
+    result = await discover(hass, discovery())
+
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_CONTROL_CHANNEL: OTHER_CONTROL}
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {CONF_CONTROL_CHANNEL: "channel_followed"}
+
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], CHANNELS_CONTROL)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+async def test_discovery_confirm_after_the_project_was_added_meanwhile(
+    hass: HomeAssistant,
+) -> None:
+    """A console entry that starts listing the project while the form is open ends the flow."""
+    result = await discover(hass, discovery())
+    loaded_console_entry(hass)
+
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], CHANNELS_CONTROL)
+
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
 
 
 async def test_two_devices_of_one_project_give_one_flow(hass: HomeAssistant) -> None:
@@ -364,25 +403,31 @@ async def test_reconfigure_control_channel_only(hass: HomeAssistant) -> None:
     assert entry.data[CONF_CONTROL_CHANNEL] == CONTROL_CHANNEL
 
 
-@pytest.mark.parametrize(
-    "channels",
-    [
-        # The data channel of another MQTT-only entry...
-        {CONF_DATA_CHANNEL: OTHER_DATA, CONF_CONTROL_CHANNEL: CONTROL_CHANNEL},
-        # ...or its control channel.
-        {CONF_DATA_CHANNEL: DATA_CHANNEL, CONF_CONTROL_CHANNEL: OTHER_CONTROL},
-    ],
-)
-async def test_reconfigure_to_followed_project_aborts(
-    hass: HomeAssistant, channels: dict[str, str]
-) -> None:
-    """Channels another entry follows are refused; the entry keeps its own."""
+async def test_reconfigure_to_followed_project_aborts(hass: HomeAssistant) -> None:
+    """The data channel of another MQTT-only entry is that entry's project: nothing changes."""
     entry = mqtt_only_entry()
     entry.add_to_hass(hass)
     mqtt_only_entry(OTHER_DATA, OTHER_CONTROL).add_to_hass(hass)
     result = await entry.start_reconfigure_flow(hass)
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], channels)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_DATA_CHANNEL: OTHER_DATA, CONF_CONTROL_CHANNEL: CONTROL_CHANNEL}
+    )
 
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "already_configured"
     assert entry.data[CONF_DATA_CHANNEL] == DATA_CHANNEL
+
+
+async def test_reconfigure_to_a_followed_control_channel(hass: HomeAssistant) -> None:
+    """Another entry's control channel is a form error; the entry keeps its own channels."""
+    entry = mqtt_only_entry()
+    entry.add_to_hass(hass)
+    mqtt_only_entry(OTHER_DATA, OTHER_CONTROL).add_to_hass(hass)
+    result = await entry.start_reconfigure_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_DATA_CHANNEL: DATA_CHANNEL, CONF_CONTROL_CHANNEL: OTHER_CONTROL}
+    )
+
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {CONF_CONTROL_CHANNEL: "channel_followed"}
+    assert entry.data[CONF_CONTROL_CHANNEL] == CONTROL_CHANNEL

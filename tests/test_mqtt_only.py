@@ -18,6 +18,7 @@ from homeassistant.helpers import (
 )
 from homeassistant.helpers.entity import Entity
 from homeassistant.setup import async_setup_component
+import probatio
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.components.diagnostics import (
@@ -424,6 +425,27 @@ async def test_register_package_mqtt_only_errors(
     assert entry.runtime_data.catalogue.packages == []
 
 
+@pytest.mark.parametrize("size", [12345.5, "12345.5", True, "many", float("inf")])
+async def test_register_package_refuses_a_size_that_is_no_whole_number(
+    hass: HomeAssistant, entry: MockConfigEntry, size: Any
+) -> None:
+    """A fraction is not truncated: the device would be asked for a size its file does not have."""
+    with pytest.raises(probatio.Invalid, match="whole number"):
+        await register(hass, file_type=".tar", size=size)
+
+    assert entry.runtime_data.catalogue.packages == []
+
+
+@pytest.mark.parametrize("size", [12345, 12345.0, "12345"])
+async def test_register_package_takes_a_whole_size_in_any_form(
+    hass: HomeAssistant, entry: MockConfigEntry, size: Any
+) -> None:
+    """A whole number given as an integer, a float or text is the same size."""
+    response = await register(hass, file_type=".tar", size=size)
+
+    assert response["size"] == 12345
+
+
 async def test_register_package_size_refused_with_console(
     hass: HomeAssistant, setup_integration: MockConfigEntry
 ) -> None:
@@ -457,6 +479,30 @@ async def test_options_flow_registers_package_by_size(
     package = entry.runtime_data.catalogue.by_file_id(PACKAGE_ID)
     assert package is not None
     assert (package.size, package.file_type, package.sha256) == (3987, ".tar", None)
+
+
+async def test_options_flow_refuses_a_fractional_size_and_a_registered_file_id(
+    hass: HomeAssistant, entry: MockConfigEntry
+) -> None:
+    """Both are errors on their field; the form keeps what was typed and nothing changes."""
+    await register(hass, file_type=".tar", size=100)
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"next_step_id": "add_package_mqtt"}
+    )
+    typed = {"file_id": "0f0f0f0f", "file_type": ".tar", "size": 3987.5, "version": "1.2.0"}
+
+    result = await hass.config_entries.options.async_configure(result["flow_id"], typed)
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"size": "size_not_whole"}
+
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**typed, "file_id": PACKAGE_ID, "size": 3987}
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"file_id": "package_registered"}
+    assert result["description_placeholders"] == {"file_id": PACKAGE_ID, "version": "1.1.0"}
+    assert [p.size for p in entry.runtime_data.catalogue.packages] == [100]
 
 
 async def test_diagnostics_hide_serial_names(

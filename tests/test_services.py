@@ -205,27 +205,32 @@ async def test_version_taken_by_other_file(
     assert [p["file_id"] for p in stored_packages(hass_storage, setup_integration)] == ["aaaa0001"]
 
 
-async def test_reregistering_keeps_position(
-    hass: HomeAssistant, setup_integration: MockConfigEntry, hass_storage: dict[str, Any]
+async def test_registering_a_file_id_again_is_refused(
+    hass: HomeAssistant,
+    setup_integration: MockConfigEntry,
+    mock_console: AiohttpClientMocker,
+    hass_storage: dict[str, Any],
 ) -> None:
-    """Registering a file id again corrects its label and notes but not its place in order."""
-    await register(hass, file_id="aaaa0001", version="1.0")
-    await register(hass, file_id="bbbb0002", version="2.0")
+    """A second registration would drop the package's hardware and commit: it is refused.
 
-    await register(hass, file_id="aaaa0001", version="1.0-fixed", release_notes="Renamed")
-
+    The error names the label the package has and points to update_package; nothing is
+    downloaded and the stored package is unchanged.
+    """
+    await register(hass, file_id=PACKAGE_ID, version="1.0", hardware=["esp32s3"])
     await hass.async_block_till_done()
-    stored = stored_packages(hass_storage, setup_integration)
-    assert [(p["file_id"], p["version"]) for p in stored] == [
-        ("aaaa0001", "1.0-fixed"),
-        ("bbbb0002", "2.0"),
-    ]
-    assert stored[0]["release_notes"] == "Renamed"
-    # The newest package is still the one registered last.
-    assert hass.states.get(ENTITY_ID).attributes["latest_version"] == "2.0"
-    # The same file id may keep its own label, too.
-    await register(hass, file_id="bbbb0002", version="2.0")
-    assert len(stored_packages(hass_storage, setup_integration)) == 2
+    before = stored_packages(hass_storage, setup_integration)
+    downloads = mock_console.call_count
+
+    with pytest.raises(ServiceValidationError) as exc_info:
+        await register(hass, file_id=PACKAGE_ID, version="1.0-fixed", release_notes="Renamed")
+
+    assert exc_info.value.translation_key == "package_registered"
+    assert exc_info.value.translation_placeholders == {"file_id": PACKAGE_ID, "version": "1.0"}
+    assert "update_package" in str(exc_info.value)
+    assert mock_console.call_count == downloads
+    await hass.async_block_till_done()
+    assert stored_packages(hass_storage, setup_integration) == before
+    assert before[0]["hardware"] == ["esp32s3"]
 
 
 @pytest.mark.parametrize("console_devices", [[]])

@@ -105,6 +105,16 @@ class VersionTakenError(Exception):
         self.file_id = file_id
 
 
+class PackageRegisteredError(Exception):
+    """Raised when the file id is registered already (it is changed, not registered again)."""
+
+    def __init__(self, file_id: str, version: str) -> None:
+        """Name the package and the label it has."""
+        super().__init__(f"package {file_id} is registered already as {version}")
+        self.file_id = file_id
+        self.version = version
+
+
 class UnknownPackageError(KeyError):
     """Raised when no registered package has the file id."""
 
@@ -199,6 +209,15 @@ class PackageCatalogue:
         if existing is not None and existing.file_id != file_id:
             raise VersionTakenError(version, existing.file_id)
 
+    def check_file_id_free(self, file_id: str) -> None:
+        """Raise `PackageRegisteredError` when a package has this file id already.
+
+        Registering it again would silently drop what the user set on it (hardware, commit,
+        position); `async_update` changes a package instead.
+        """
+        if (existing := self.by_file_id(file_id)) is not None:
+            raise PackageRegisteredError(file_id, existing.version)
+
     async def async_add(
         self,
         *,
@@ -211,12 +230,13 @@ class PackageCatalogue:
         hardware: Iterable[str] = (),
         sw_commit: str | None = None,
     ) -> Package:
-        """Store a package (downloaded, or as the user described it) and tell the entities.
+        """Store a new package (downloaded, or as the user described it) and tell the entities.
 
-        Registering a file id again replaces its record in place (a corrected label or notes)
-        and keeps its position, so the order of versions does not silently change.
+        Raises `PackageRegisteredError` for a file id registered already, `VersionTakenError`
+        for a label another package has.
         """
-        # Checked again here: another registration may have taken the label during a download.
+        # Checked again here: another registration may have taken either during a download.
+        self.check_file_id_free(file_id)
         self.check_version_free(file_id, version)
         package = Package(
             file_id=file_id,
@@ -229,11 +249,7 @@ class PackageCatalogue:
             hardware=normalize_hardware(hardware),
             sw_commit=(sw_commit or "").strip() or None,
         )
-        existing = self.by_file_id(file_id)
-        if existing is not None:
-            self._packages[self._packages.index(existing)] = package
-        else:
-            self._packages.append(package)
+        self._packages.append(package)
         await self._async_changed()
         return package
 

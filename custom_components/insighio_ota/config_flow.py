@@ -90,6 +90,7 @@ from .services import (
     async_register_package,
     async_remove_package,
     async_update_package,
+    whole_number,
 )
 
 MQTT_DOMAIN = "mqtt"
@@ -223,7 +224,8 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
             # The user's own flow wins over a discovery of the same project, which then ends.
             await self.async_set_unique_id(data_channel, raise_on_progress=False)
             self._abort_if_unique_id_configured()
-            return self._async_create_mqtt_only_entry(data_channel, control_channel)
+            if not self._followed_channel_errors(channels, errors):
+                return self._async_create_mqtt_only_entry(data_channel, control_channel)
         return self.async_show_form(
             step_id="mqtt_only",
             data_schema=self.add_suggested_values_to_schema(_CHANNELS_SCHEMA, user_input),
@@ -267,7 +269,11 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
                 errors,
             )
         ):
-            return self._async_create_mqtt_only_entry(*channels)
+            if self._project_followed(data_channel, None):
+                # Another entry took the project while this form was open.
+                return self.async_abort(reason="already_configured")
+            if not self._followed_channel_errors(channels, errors):
+                return self._async_create_mqtt_only_entry(*channels)
         return self.async_show_form(
             step_id="mqtt_confirm",
             data_schema=self.add_suggested_values_to_schema(
@@ -281,9 +287,7 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
     def _async_create_mqtt_only_entry(
         self, data_channel: str, control_channel: str
     ) -> ConfigFlowResult:
-        """Create the entry, unless an entry of either mode already follows the project."""
-        if self._project_followed(data_channel, control_channel):
-            return self.async_abort(reason="already_configured")
+        """Create the entry; the callers checked that no other entry follows its channels."""
         return self.async_create_entry(
             title=_mqtt_only_title(data_channel),
             data={
@@ -292,6 +296,19 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
                 CONF_CONTROL_CHANNEL: control_channel,
             },
         )
+
+    def _followed_channel_errors(
+        self, channels: tuple[str, str], errors: dict[str, str], *, ignore: str | None = None
+    ) -> bool:
+        """Mark each channel another entry follows as a form error; return True if one is.
+
+        Typing another project's channel is a mistake the user can correct in the form, so it
+        is not an abort (which would throw away what was typed).
+        """
+        for field, channel in zip((CONF_DATA_CHANNEL, CONF_CONTROL_CHANNEL), channels, strict=True):
+            if self._project_followed(channel, None, ignore=ignore):
+                errors[field] = "channel_followed"
+        return bool(errors)
 
     def _project_followed(
         self, data_channel: str, control_channel: str | None, *, ignore: str | None = None
@@ -422,18 +439,17 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
             if data_channel != entry.unique_id:
                 await self.async_set_unique_id(data_channel, raise_on_progress=False)
                 self._abort_if_unique_id_configured()
-            if self._project_followed(data_channel, control_channel, ignore=entry.entry_id):
-                return self.async_abort(reason="already_configured")
-            return self.async_update_reload_and_abort(
-                entry,
-                unique_id=data_channel,
-                title=_mqtt_only_title(data_channel),
-                data_updates={
-                    CONF_DATA_CHANNEL: data_channel,
-                    CONF_CONTROL_CHANNEL: control_channel,
-                },
-                reason="channels_changed",
-            )
+            if not self._followed_channel_errors(channels, errors, ignore=entry.entry_id):
+                return self.async_update_reload_and_abort(
+                    entry,
+                    unique_id=data_channel,
+                    title=_mqtt_only_title(data_channel),
+                    data_updates={
+                        CONF_DATA_CHANNEL: data_channel,
+                        CONF_CONTROL_CHANNEL: control_channel,
+                    },
+                    reason="channels_changed",
+                )
         return self.async_show_form(
             step_id="reconfigure_channels",
             data_schema=self.add_suggested_values_to_schema(
@@ -516,6 +532,7 @@ _ERROR_FIELDS = {
     "package_not_found": ATTR_FILE_ID,
     "version_taken": ATTR_VERSION,
     "invalid_file_type": ATTR_FILE_TYPE,
+    "package_registered": ATTR_FILE_ID,
 }
 
 
@@ -541,7 +558,7 @@ def _pick_schema(catalogue: PackageCatalogue) -> probatio.Schema:
 
 
 def _field_errors(user_input: dict[str, Any]) -> dict[str, str]:
-    """Check the label and commit as the actions' schemas do; return form errors."""
+    """Check the label, commit and size as the actions' schemas do; return form errors."""
     errors: dict[str, str] = {}
     for field, validator, error in (
         (ATTR_VERSION, VERSION_VALIDATOR, "invalid_version"),
@@ -552,6 +569,11 @@ def _field_errors(user_input: dict[str, Any]) -> dict[str, str]:
                 user_input[field] = validator(user_input[field])
             except probatio.Invalid:
                 errors[field] = error
+    if ATTR_SIZE in user_input:
+        try:
+            user_input[ATTR_SIZE] = whole_number(user_input[ATTR_SIZE])
+        except probatio.Invalid:
+            errors[ATTR_SIZE] = "size_not_whole"
     return errors
 
 
@@ -654,7 +676,7 @@ class InsighioOtaOptionsFlow(OptionsFlow):
                     release_notes=user_input.get(ATTR_RELEASE_NOTES),
                     hardware=user_input.get(ATTR_HARDWARE, ()),
                     sw_commit=user_input.get(ATTR_SW_COMMIT),
-                    size=int(user_input[ATTR_SIZE]) if ATTR_SIZE in user_input else None,
+                    size=user_input.get(ATTR_SIZE),
                 )
             except HomeAssistantError as err:
                 errors, placeholders = _form_error(err)

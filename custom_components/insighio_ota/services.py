@@ -23,6 +23,7 @@ from .catalogue import (
     HARDWARE_FAMILIES,
     Package,
     PackageCatalogue,
+    PackageRegisteredError,
     UnknownPackageError,
     VersionTakenError,
 )
@@ -99,13 +100,35 @@ SW_COMMIT_VALIDATOR = probatio.All(
     cv.string, probatio.Strip, probatio.Length(max=SW_COMMIT_MAX_LENGTH)
 )
 
+
+def whole_number(value: Any) -> int:
+    """Return a whole number given as a number or text; refuse fractions.
+
+    A package size is sent to the device as it is, and a cellular device refuses a size that is
+    not its file's: 12345.5 must not quietly become 12345.
+    """
+    if isinstance(value, bool):
+        raise probatio.Invalid("expected a whole number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as err:
+        raise probatio.Invalid("expected a whole number") from err
+    if not number.is_integer():
+        raise probatio.Invalid("expected a whole number of bytes, not a fraction")
+    return int(number)
+
+
 REGISTER_PACKAGE_SCHEMA = probatio.Schema(
     {
         probatio.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
         probatio.Required(ATTR_FILE_ID): _FILE_ID,
         probatio.Optional(ATTR_FILE_TYPE, default=".tar"): probatio.All(cv.string, probatio.Strip),
         # Only for an MQTT-only entry, which cannot download the package to measure it.
-        probatio.Optional(ATTR_SIZE): probatio.All(probatio.Coerce(int), probatio.Range(min=1)),
+        probatio.Optional(ATTR_SIZE): probatio.All(whole_number, probatio.Range(min=1)),
         probatio.Required(ATTR_VERSION): VERSION_VALIDATOR,
         probatio.Optional(ATTR_RELEASE_NOTES): cv.string,
         probatio.Optional(ATTR_HARDWARE, default=list): _HARDWARE,
@@ -229,6 +252,7 @@ async def async_register_package(
         ) from err
     try:
         # Checked before the download to save it, and again when the package is stored.
+        runtime.catalogue.check_file_id_free(file_id)
         runtime.catalogue.check_version_free(file_id, version)
         if client is None:
             assert size is not None  # noqa: S101 - refused above when missing.
@@ -263,6 +287,12 @@ async def async_register_package(
         )
     except VersionTakenError as err:
         raise _version_taken(err) from err
+    except PackageRegisteredError as err:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="package_registered",
+            translation_placeholders={"file_id": err.file_id, "version": err.version},
+        ) from err
 
 
 async def async_update_package(
