@@ -25,6 +25,7 @@ import pytest
 from custom_components.insighio_ota.console import (
     API_PATH,
     DEFAULT_CONSOLE_URL,
+    MAX_ANSWER_BYTES,
     ApiKey,
     ConsoleAuthenticationError,
     ConsoleClient,
@@ -84,7 +85,10 @@ def serve(aiohttp_server: Any, session: aiohttp.ClientSession) -> Serve:
     """Return a factory: start a console stand-in with the given routes, get a client of it."""
 
     async def _serve(
-        *routes: web.RouteDef, request_timeout: float = 5.0, token: str | None = API_TOKEN
+        *routes: web.RouteDef,
+        request_timeout: float = 5.0,
+        token: str | None = API_TOKEN,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> ConsoleClient:
         app = web.Application()
         app.add_routes(routes)
@@ -95,6 +99,7 @@ def serve(aiohttp_server: Any, session: aiohttp.ClientSession) -> Serve:
             token=token,
             request_timeout=request_timeout,
             download_timeout=request_timeout,
+            max_answer_bytes=max_answer_bytes,
         )
 
     return _serve
@@ -638,6 +643,32 @@ async def test_download_package_query_is_encoded(serve: Serve) -> None:
 
     assert seen[0].query["fuid"] == "a&dk=evil#frag"
     assert seen[0].query.getall("dk") == [DEVICE_KEY]
+
+
+async def test_device_list_larger_than_the_cap_is_refused_while_reading(serve: Serve) -> None:
+    """A console streaming an endless device list cannot make us buffer all of it."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            await response.write(b'{"devices": [')
+            for _ in range(64):
+                await response.write(b'{"id": "x"},' * 100)
+                await asyncio.sleep(0)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # The client hung up once it had seen enough, which is the point.
+        return response
+
+    client = await serve(route("GET", "/device/list", handler), max_answer_bytes=4096)
+
+    with pytest.raises(ConsoleResponseError, match="larger than 4096 bytes") as exc_info:
+        await client.list_devices()
+
+    assert exc_info.value.status == 200
+    assert_no_secrets(exc_info.value)
 
 
 async def test_download_package_exactly_at_cap(serve: Serve) -> None:

@@ -47,6 +47,11 @@ DOWNLOAD_TIMEOUT: Final = 60.0
 # hostile or misconfigured server has already made us buffer an arbitrary amount of data.
 _DOWNLOAD_CHUNK_SIZE: Final = 64 * 1024
 
+# The device list of 10,000 devices is about 20 MB of JSON (each device carries its metadata);
+# an answer larger than this is no console's, and reading it whole would cost Home Assistant
+# that much memory, so it is refused while reading.
+MAX_ANSWER_BYTES: Final = 64 * 1024 * 1024
+
 # Go serialises an unset ``time.Time`` as its zero value rather than omitting it, so a key
 # without expiry may come back with this instant as its ``expires_at``.
 _GO_ZERO_TIME: Final = datetime(1, 1, 1, tzinfo=UTC)
@@ -209,6 +214,7 @@ class ConsoleClient:
         token: str | None = None,
         request_timeout: float = API_TIMEOUT,
         download_timeout: float = DOWNLOAD_TIMEOUT,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         """Create a client; raises ``ValueError`` for an invalid URL or timeout."""
         if request_timeout <= 0 or download_timeout <= 0:
@@ -218,6 +224,7 @@ class ConsoleClient:
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._download_timeout = aiohttp.ClientTimeout(total=download_timeout)
+        self._max_answer_bytes = max_answer_bytes
         self._skipped_device_ids: tuple[str, ...] = ()
 
     @property
@@ -279,7 +286,7 @@ class ConsoleClient:
                 allow_redirects=False,
             ) as response:
                 _check_status(operation, response.status, expected)
-                raw = await response.read()
+                raw = await self._read_capped(operation, response)
         except TimeoutError:
             failure = ConsoleConnectionError(f"{operation}: the console did not answer in time")
         except aiohttp.ClientError:
@@ -293,6 +300,18 @@ class ConsoleClient:
             # RecursionError: JSON nested deeper than the parser's stack is no answer either.
             pass
         raise ConsoleResponseError(f"{operation}: the console did not answer with JSON")
+
+    async def _read_capped(self, operation: str, response: aiohttp.ClientResponse) -> bytes:
+        """Return the body of a JSON answer; raise when it grows past `max_answer_bytes`."""
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(_DOWNLOAD_CHUNK_SIZE):
+            body += chunk
+            if len(body) > self._max_answer_bytes:
+                raise ConsoleResponseError(
+                    f"{operation}: the answer is larger than {self._max_answer_bytes} bytes",
+                    status=response.status,
+                )
+        return bytes(body)
 
     async def login(self, email: str, password: str) -> str:
         """Exchange the user's email and password for a login token (valid for hours).
