@@ -553,14 +553,16 @@ class OtaTracker:
 
     async def _async_on_ota_message(self, message: mqtt.ReceiveMessage) -> None:
         """Handle a request echo, a report or a clear on a device's /ota topic."""
-        if self._note_stale_request(message):
-            return
-        if (device_id := self._known_device_id(message)) is None:
-            return
+        # Parsed once: every report of a rollout comes through here.
         try:
             report = parse_ota_message(message.payload)
         except ProtocolError as err:
-            self._log_malformed(message, err)
+            if self._known_device_id(message) is not None:
+                self._log_malformed(message, err)
+            return
+        if self._note_stale_request(message, report):
+            return
+        if (device_id := self._known_device_id(message)) is None:
             return
         job = self._jobs.get(device_id)
         if report is None:
@@ -609,15 +611,15 @@ class OtaTracker:
         """Return the retained requests found on the broker that no open job stands behind."""
         return list(self._stale.values())
 
-    def _note_stale_request(self, message: mqtt.ReceiveMessage) -> bool:
+    def _note_stale_request(self, message: mqtt.ReceiveMessage, request: OtaMessage | None) -> bool:
         """Record a replayed request no open job of ours stands behind; True when it is one.
 
-        Only the broker's replay on subscription (at startup, or for a new channel) is flagged
-        retained. A live clear or request on the topic replaces what the broker held there.
+        `request` is the message's parsed payload (None for a clear). Only the broker's replay
+        on subscription (at startup, or for a new channel) is flagged retained. A live clear or
+        request on the topic replaces what the broker held there.
         """
         try:
             topic = parse_control_topic(message.topic)
-            request = parse_ota_message(message.payload)
         except ProtocolError:
             return False  # Logged by the usual path.
         if not message.retain:
