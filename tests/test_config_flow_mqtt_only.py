@@ -174,13 +174,26 @@ async def test_user_flow_wins_over_discovery_of_same_project(hass: HomeAssistant
 
 
 async def test_mqtt_only_project_already_followed_by_mqtt_entry(hass: HomeAssistant) -> None:
-    """The same data channel cannot be added twice."""
+    """The same data channel cannot be added twice: an error on both fields, nothing lost."""
     mqtt_only_entry().add_to_hass(hass)
     flow_id = await open_mqtt_only_form(hass)
     result = await hass.config_entries.flow.async_configure(flow_id, CHANNELS)
 
-    assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "already_configured"
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {
+        CONF_DATA_CHANNEL: "channel_followed",
+        CONF_CONTROL_CHANNEL: "channel_followed",
+    }
+
+
+async def test_mqtt_only_takes_over_an_ignored_project(hass: HomeAssistant) -> None:
+    """A project the user once ignored in discovery can still be added by hand."""
+    MockConfigEntry(domain=DOMAIN, source=SOURCE_IGNORE, unique_id=DATA_CHANNEL).add_to_hass(hass)
+    flow_id = await open_mqtt_only_form(hass)
+    result = await hass.config_entries.flow.async_configure(flow_id, CHANNELS)
+
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["result"].unique_id == DATA_CHANNEL
 
 
 @pytest.mark.parametrize(

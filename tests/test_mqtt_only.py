@@ -30,7 +30,6 @@ from pytest_homeassistant_custom_component.typing import (
     WebSocketGenerator,
 )
 
-from custom_components.insighio_ota import async_remove_config_entry_device
 from custom_components.insighio_ota.const import (
     CONF_CONTROL_CHANNEL,
     CONF_DATA_CHANNEL,
@@ -249,8 +248,12 @@ async def test_devices_survive_a_restart(hass: HomeAssistant, entry: MockConfigE
 async def test_other_project_after_reconfigure_forgets_devices(
     hass: HomeAssistant, entry: MockConfigEntry
 ) -> None:
-    """Devices found on the old data channel are not the new project's."""
+    """Devices found on the old data channel are not the new project's: they leave HA.
+
+    Only the entry's service device (with its fleet sensors) stays.
+    """
     await fire(hass, telemetry_topic(), telemetry_payload())
+    assert registry_device(hass) is not None
     assert await hass.config_entries.async_unload(entry.entry_id)
     hass.config_entries.async_update_entry(
         entry, unique_id=OTHER_DATA, data={**entry.data, CONF_DATA_CHANNEL: OTHER_DATA}
@@ -259,13 +262,12 @@ async def test_other_project_after_reconfigure_forgets_devices(
     await hass.async_block_till_done()
 
     assert devices_of(entry) == {}
-    entity_id = update_entity(hass)
-    assert entity_id is not None
-    assert hass.states.get(entity_id).state == "unavailable"
-    # The user may delete what is left of it.
-    device = registry_device(hass)
-    assert device is not None
-    assert await async_remove_config_entry_device(hass, entry, device)
+    assert registry_device(hass) is None
+    assert update_entity(hass) is None
+    registry = dr.async_get(hass)
+    assert [
+        device.identifiers for device in dr.async_entries_for_config_entry(registry, entry.entry_id)
+    ] == [{(DOMAIN, entry.entry_id)}]
 
 
 async def test_stored_devices_are_read_with_care(

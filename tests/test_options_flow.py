@@ -196,6 +196,21 @@ async def test_settings_out_of_range(
     assert setup_integration.options == {}
 
 
+async def test_settings_refuse_fractions(
+    hass: HomeAssistant, setup_integration: MockConfigEntry
+) -> None:
+    """0.5 hours is not quietly 0 (which turns the guard off): each such field is an error."""
+    result = await choose(hass, await start(hass, setup_integration), "settings")
+
+    result = await submit(
+        hass, result, {**SETTINGS, CONF_RETRY_CAP: 2.5, CONF_SEEN_WITHIN_HOURS: 0.5}
+    )
+
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {CONF_RETRY_CAP: "not_whole", CONF_SEEN_WITHIN_HOURS: "not_whole"}
+    assert setup_integration.options == {}
+
+
 # --- add a package ---------------------------------------------------------------------------
 
 

@@ -221,10 +221,11 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
         errors: dict[str, str] = {}
         if user_input is not None and (channels := _channels(user_input, errors)) is not None:
             data_channel, control_channel = channels
-            # The user's own flow wins over a discovery of the same project, which then ends.
-            await self.async_set_unique_id(data_channel, raise_on_progress=False)
-            self._abort_if_unique_id_configured()
             if not self._followed_channel_errors(channels, errors):
+                # The user's own flow wins over a discovery of the same project, which then
+                # ends; a project the user chose to ignore is taken over.
+                await self.async_set_unique_id(data_channel, raise_on_progress=False)
+                self._abort_if_unique_id_configured()
                 return self._async_create_mqtt_only_entry(data_channel, control_channel)
         return self.async_show_form(
             step_id="mqtt_only",
@@ -617,12 +618,19 @@ class InsighioOtaOptionsFlow(OptionsFlow):
         errors: dict[str, str] = {}
         if user_input is not None:
             window = {key: user_input.get(key) or None for key in _WINDOW}
+            counts: dict[str, int] = {}
+            for key, *_ in _COUNTS:
+                try:
+                    counts[key] = whole_number(user_input[key])
+                except probatio.Invalid:
+                    # 0.5 hours must not quietly become 0, which turns the guard off.
+                    errors[key] = "not_whole"
             if (window[CONF_WINDOW_START] is None) != (window[CONF_WINDOW_END] is None):
                 errors["base"] = "window_incomplete"
-            else:
+            if not errors:
                 settings: dict[str, Any] = {
                     CONF_NOTIFY_FAILURES: bool(user_input[CONF_NOTIFY_FAILURES]),
-                    **{key: int(user_input[key]) for key, *_ in _COUNTS},
+                    **counts,
                     **window,
                 }
                 return self.async_create_entry(data={**self.config_entry.options, **settings})

@@ -97,6 +97,19 @@ class InsighioOtaCoordinator(DataUpdateCoordinator[dict[str, ConsoleDevice]]):
     def data_channels(self) -> set[str]:
         """Return the data (telemetry) channels to follow."""
 
+    def _remove_stale_devices(self, kept: set[str], why: str) -> None:
+        """Take the entry's devices not in `kept` off it (and their entities), saying `why`.
+
+        The entry's own service device (identified by the entry id) is never stale.
+        """
+        registry = dr.async_get(self.hass)
+        entry_id = self.config_entry.entry_id
+        for device in dr.async_entries_for_config_entry(registry, entry_id):
+            ids = {value for domain, value in device.identifiers if domain == DOMAIN}
+            if ids and not ids & {*kept, entry_id}:
+                LOGGER.info("Removing device %s: %s", device.name, why)
+                registry.async_remove_device(device.id)
+
 
 class ConsoleDeviceCoordinator(InsighioOtaCoordinator):
     """Keeps the console's devices of the account, by device id."""
@@ -143,7 +156,10 @@ class ConsoleDeviceCoordinator(InsighioOtaCoordinator):
                 "requests. Remove that entry to follow them with the account",
                 left_out,
             )
-        self._remove_stale_devices({*listed, *self.client.skipped_device_ids})
+        # A device the console lists but left out (no key or channel) is still there: kept.
+        self._remove_stale_devices(
+            {*listed, *self.client.skipped_device_ids}, "the console no longer lists it"
+        )
         return listed
 
     def _projects_followed_over_mqtt(self) -> set[str]:
@@ -154,20 +170,6 @@ class ConsoleDeviceCoordinator(InsighioOtaCoordinator):
             if is_mqtt_only(entry)
             for key in (CONF_DATA_CHANNEL, CONF_CONTROL_CHANNEL)
         }
-
-    def _remove_stale_devices(self, listed: set[str]) -> None:
-        """Take the devices the console no longer lists off this entry (and their entities).
-
-        A device the console lists but left out (no key or channel) is still there: it is kept.
-        The account's own service device (identified by the entry id) is never stale.
-        """
-        registry = dr.async_get(self.hass)
-        entry_id = self.config_entry.entry_id
-        for device in dr.async_entries_for_config_entry(registry, entry_id):
-            ids = {value for domain, value in device.identifiers if domain == DOMAIN}
-            if ids and not ids & {*listed, entry_id}:
-                LOGGER.info("Removing device %s: the console no longer lists it", device.name)
-                registry.async_remove_device(device.id)
 
     @property
     def control_channels(self) -> set[str]:
@@ -211,8 +213,11 @@ class MqttDeviceCoordinator(InsighioOtaCoordinator):
         devices = stored.get("devices") if isinstance(stored, dict) else None
         known: dict[str, ConsoleDevice] = {}
         if isinstance(stored, dict) and stored.get(CONF_DATA_CHANNEL) != self.data_channel:
-            # The entry now follows another project (reconfigured): its devices are not ours.
+            # The entry now follows another project (reconfigured): its devices are not ours,
+            # and would otherwise stay in HA with unavailable entities.
             devices = None
+            if stored:
+                self._remove_stale_devices(set(), "the entry now follows another project")
         for device_id, record in (devices if isinstance(devices, dict) else {}).items():
             name = record.get("name") if isinstance(record, dict) else None
             if isinstance(name, str) and len(known) < MAX_DISCOVERED_DEVICES:
