@@ -416,14 +416,29 @@ async def test_reconfigure_control_channel_only(hass: HomeAssistant) -> None:
     assert entry.data[CONF_CONTROL_CHANNEL] == CONTROL_CHANNEL
 
 
-async def test_reconfigure_to_followed_project_aborts(hass: HomeAssistant) -> None:
-    """The data channel of another MQTT-only entry is that entry's project: nothing changes."""
+async def test_reconfigure_to_followed_project(hass: HomeAssistant) -> None:
+    """The data channel of another MQTT-only entry is a form error: nothing changes."""
     entry = mqtt_only_entry()
     entry.add_to_hass(hass)
     mqtt_only_entry(OTHER_DATA, OTHER_CONTROL).add_to_hass(hass)
     result = await entry.start_reconfigure_flow(hass)
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {CONF_DATA_CHANNEL: OTHER_DATA, CONF_CONTROL_CHANNEL: CONTROL_CHANNEL}
+    )
+
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {CONF_DATA_CHANNEL: "channel_followed"}
+    assert entry.data[CONF_DATA_CHANNEL] == DATA_CHANNEL
+
+
+async def test_reconfigure_to_an_ignored_project_aborts(hass: HomeAssistant) -> None:
+    """A project ignored in discovery keeps its ignore entry: HA's own rule for reconfigure."""
+    entry = mqtt_only_entry()
+    entry.add_to_hass(hass)
+    MockConfigEntry(domain=DOMAIN, source=SOURCE_IGNORE, unique_id=OTHER_DATA).add_to_hass(hass)
+    result = await entry.start_reconfigure_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_DATA_CHANNEL: OTHER_DATA, CONF_CONTROL_CHANNEL: OTHER_CONTROL}
     )
 
     assert result["type"] is FlowResultType.ABORT

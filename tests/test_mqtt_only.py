@@ -63,6 +63,7 @@ from .helpers import (
 SERIAL = "240ac4542f45"
 THIRD_DEVICE_ID = "33333333-3333-4333-8333-333333333333"
 OTHER_DATA = "d1d1d1d1-0000-4000-8000-000000000011"
+OTHER_CONTROL = "c1c1c1c1-0000-4000-8000-000000000012"
 
 
 @pytest.fixture
@@ -382,6 +383,42 @@ async def register(hass: HomeAssistant, **data: Any) -> Any:
     )
 
 
+async def test_reconfigure_is_refused_while_an_update_is_open(
+    hass: HomeAssistant, mqtt_mock: Any, entry: MockConfigEntry
+) -> None:
+    """An open update's request is on the current channel: the channels stay until it ends.
+
+    Otherwise the device could apply the package unwatched, and the job would end in a false
+    timeout about a device that is no longer shown.
+    """
+    await fire(hass, telemetry_topic(), telemetry_payload())
+    await register(hass, file_type=".tar", size=5120)
+    entity_id = update_entity(hass)
+    await hass.services.async_call("update", "install", {"entity_id": entity_id}, blocking=True)
+    new_channels = {CONF_DATA_CHANNEL: OTHER_DATA, CONF_CONTROL_CHANNEL: OTHER_CONTROL}
+
+    result = await entry.start_reconfigure_flow(hass)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], new_channels)
+
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": "updates_open"}
+    assert result["description_placeholders"] == {"devices": f"insigh.io {SERIAL}"}
+    assert entry.data[CONF_DATA_CHANNEL] == DATA_CHANNEL
+
+    # Unchanged channels are no change; after a cancel the new ones are taken.
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_DATA_CHANNEL: DATA_CHANNEL, CONF_CONTROL_CHANNEL: CONTROL_CHANNEL}
+    )
+    assert result["reason"] == "channels_changed"
+    await hass.async_block_till_done()
+    await hass.services.async_call(DOMAIN, "cancel", {"entity_id": entity_id}, blocking=True)
+    result = await entry.start_reconfigure_flow(hass)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], new_channels)
+    assert result["reason"] == "channels_changed"
+    await hass.async_block_till_done()
+    assert entry.data[CONF_DATA_CHANNEL] == OTHER_DATA
+
+
 async def test_register_package_by_type_and_size_then_install(
     hass: HomeAssistant, mqtt_mock: Any, entry: MockConfigEntry
 ) -> None:
@@ -427,7 +464,9 @@ async def test_register_package_mqtt_only_errors(
     assert entry.runtime_data.catalogue.packages == []
 
 
-@pytest.mark.parametrize("size", [12345.5, "12345.5", True, "many", float("inf")])
+@pytest.mark.parametrize(
+    "size", [12345.5, "12345.5", True, "many", float("inf"), float("nan"), "²", "9" * 5000]
+)
 async def test_register_package_refuses_a_size_that_is_no_whole_number(
     hass: HomeAssistant, entry: MockConfigEntry, size: Any
 ) -> None:

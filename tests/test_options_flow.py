@@ -209,6 +209,15 @@ async def test_settings_refuse_fractions(
     assert result["type"] is FlowResultType.FORM
     assert result["errors"] == {CONF_RETRY_CAP: "not_whole", CONF_SEEN_WITHIN_HOURS: "not_whole"}
     assert setup_integration.options == {}
+    # The refused fields show the stored values again, even when what came was no number.
+    result = await submit(hass, result, {**SETTINGS, CONF_RETRY_CAP: float("nan")})
+    assert result["errors"] == {CONF_RETRY_CAP: "not_whole"}
+    defaults = {
+        str(key): key.default()
+        for key in result["data_schema"].schema
+        if str(key) not in (CONF_WINDOW_START, CONF_WINDOW_END)
+    }
+    assert defaults[CONF_RETRY_CAP] == DEFAULT_RETRY_CAP
 
 
 # --- add a package ---------------------------------------------------------------------------

@@ -435,29 +435,64 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
         """Change the channels of an MQTT-only entry; its unique id follows the data channel."""
         entry = self._get_reconfigure_entry()
         errors: dict[str, str] = {}
-        if user_input is not None and (channels := _channels(user_input, errors)) is not None:
+        placeholders: dict[str, str] = {}
+        if (
+            user_input is not None
+            and (channels := _channels(user_input, errors)) is not None
+            and not self._followed_channel_errors(channels, errors, ignore=entry.entry_id)
+            and not self._open_updates_error(entry, channels, errors, placeholders)
+        ):
             data_channel, control_channel = channels
             if data_channel != entry.unique_id:
                 await self.async_set_unique_id(data_channel, raise_on_progress=False)
                 self._abort_if_unique_id_configured()
-            if not self._followed_channel_errors(channels, errors, ignore=entry.entry_id):
-                return self.async_update_reload_and_abort(
-                    entry,
-                    unique_id=data_channel,
-                    title=_mqtt_only_title(data_channel),
-                    data_updates={
-                        CONF_DATA_CHANNEL: data_channel,
-                        CONF_CONTROL_CHANNEL: control_channel,
-                    },
-                    reason="channels_changed",
-                )
+            return self.async_update_reload_and_abort(
+                entry,
+                unique_id=data_channel,
+                title=_mqtt_only_title(data_channel),
+                data_updates={
+                    CONF_DATA_CHANNEL: data_channel,
+                    CONF_CONTROL_CHANNEL: control_channel,
+                },
+                reason="channels_changed",
+            )
         return self.async_show_form(
             step_id="reconfigure_channels",
             data_schema=self.add_suggested_values_to_schema(
                 _CHANNELS_SCHEMA, user_input or dict(entry.data)
             ),
             errors=errors,
+            description_placeholders=placeholders,
         )
+
+    @staticmethod
+    def _open_updates_error(
+        entry: ConfigEntry,
+        channels: tuple[str, str],
+        errors: dict[str, str],
+        placeholders: dict[str, str],
+    ) -> bool:
+        """Refuse new channels while updates are open; return True when refused.
+
+        An open update's request sits on the old control channel, which the entry would stop
+        following: the device could apply it unwatched, and the job would end in a false
+        timeout about a device that is no longer shown.
+        """
+        if channels == (entry.data[CONF_DATA_CHANNEL], entry.data[CONF_CONTROL_CHANNEL]):
+            return False
+        if entry.state is not ConfigEntryState.LOADED:
+            return False
+        runtime: InsighioOtaRuntimeData = entry.runtime_data
+        open_updates = [
+            device.name
+            for device_id, device in runtime.coordinator.data.items()
+            if runtime.tracker.in_progress(device_id)
+        ]
+        if not open_updates:
+            return False
+        errors["base"] = "updates_open"
+        placeholders["devices"] = ", ".join(sorted(open_updates))
+        return True
 
     async def _async_create_api_key(
         self, console_url: str, email: str, password: str, errors: dict[str, str]
@@ -634,7 +669,9 @@ class InsighioOtaOptionsFlow(OptionsFlow):
                     **window,
                 }
                 return self.async_create_entry(data={**self.config_entry.options, **settings})
-        options = {**self.config_entry.options, **(user_input or {})}
+        # A refused count is shown as stored: it may not even be a number (NaN, from the API).
+        typed = {key: value for key, value in (user_input or {}).items() if key not in errors}
+        options = {**self.config_entry.options, **typed}
         # The tracker's settings hold the defaults; their field names are the option keys.
         current = asdict(TrackerSettings.from_options(options))
         schema: dict[Any, Any] = {

@@ -111,9 +111,9 @@ def whole_number(value: Any) -> int:
         raise probatio.Invalid("expected a whole number")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
     try:
+        if isinstance(value, str) and value.strip().isdecimal():
+            return int(value)  # Exact, where a float would round a long number.
         number = float(value)
     except (TypeError, ValueError) as err:
         raise probatio.Invalid("expected a whole number") from err
