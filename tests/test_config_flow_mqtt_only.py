@@ -416,19 +416,36 @@ async def test_reconfigure_control_channel_only(hass: HomeAssistant) -> None:
     assert entry.data[CONF_CONTROL_CHANNEL] == CONTROL_CHANNEL
 
 
-async def test_reconfigure_to_followed_project(hass: HomeAssistant) -> None:
-    """The data channel of another MQTT-only entry is a form error: nothing changes."""
+async def reconfigure(hass: HomeAssistant, entry: MockConfigEntry, data: str, control: str) -> Any:
+    """Open the entry's reconfigure form and submit these channels; return the result."""
+    result = await entry.start_reconfigure_flow(hass)
+    return await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_DATA_CHANNEL: data, CONF_CONTROL_CHANNEL: control}
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "control", "field"),
+    [
+        # The data channel of another MQTT-only entry...
+        (OTHER_DATA, CONTROL_CHANNEL, CONF_DATA_CHANNEL),
+        # ...or its control channel.
+        (DATA_CHANNEL, OTHER_CONTROL, CONF_CONTROL_CHANNEL),
+    ],
+)
+async def test_reconfigure_to_a_followed_channel(
+    hass: HomeAssistant, data: str, control: str, field: str
+) -> None:
+    """Another entry's channel is a form error on its field; the entry keeps its own channels."""
     entry = mqtt_only_entry()
     entry.add_to_hass(hass)
     mqtt_only_entry(OTHER_DATA, OTHER_CONTROL).add_to_hass(hass)
-    result = await entry.start_reconfigure_flow(hass)
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_DATA_CHANNEL: OTHER_DATA, CONF_CONTROL_CHANNEL: CONTROL_CHANNEL}
-    )
+
+    result = await reconfigure(hass, entry, data, control)
 
     assert result["type"] is FlowResultType.FORM
-    assert result["errors"] == {CONF_DATA_CHANNEL: "channel_followed"}
-    assert entry.data[CONF_DATA_CHANNEL] == DATA_CHANNEL
+    assert result["errors"] == {field: "channel_followed"}
+    assert entry.data == mqtt_only_entry().data
 
 
 async def test_reconfigure_to_an_ignored_project_aborts(hass: HomeAssistant) -> None:
@@ -436,26 +453,9 @@ async def test_reconfigure_to_an_ignored_project_aborts(hass: HomeAssistant) -> 
     entry = mqtt_only_entry()
     entry.add_to_hass(hass)
     MockConfigEntry(domain=DOMAIN, source=SOURCE_IGNORE, unique_id=OTHER_DATA).add_to_hass(hass)
-    result = await entry.start_reconfigure_flow(hass)
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_DATA_CHANNEL: OTHER_DATA, CONF_CONTROL_CHANNEL: OTHER_CONTROL}
-    )
+
+    result = await reconfigure(hass, entry, OTHER_DATA, OTHER_CONTROL)
 
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "already_configured"
     assert entry.data[CONF_DATA_CHANNEL] == DATA_CHANNEL
-
-
-async def test_reconfigure_to_a_followed_control_channel(hass: HomeAssistant) -> None:
-    """Another entry's control channel is a form error; the entry keeps its own channels."""
-    entry = mqtt_only_entry()
-    entry.add_to_hass(hass)
-    mqtt_only_entry(OTHER_DATA, OTHER_CONTROL).add_to_hass(hass)
-    result = await entry.start_reconfigure_flow(hass)
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_DATA_CHANNEL: DATA_CHANNEL, CONF_CONTROL_CHANNEL: OTHER_CONTROL}
-    )
-
-    assert result["type"] is FlowResultType.FORM
-    assert result["errors"] == {CONF_CONTROL_CHANNEL: "channel_followed"}
-    assert entry.data[CONF_CONTROL_CHANNEL] == CONTROL_CHANNEL

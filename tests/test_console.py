@@ -125,6 +125,27 @@ def respond(
     return handler, seen
 
 
+def streaming_handler(chunk: bytes, *, start: bytes = b"") -> Handler:
+    """Return a handler streaming `start`, then `chunk` 64 times, without a Content-Length."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            if start:
+                await response.write(start)
+            for _ in range(64):
+                await response.write(chunk)
+                await asyncio.sleep(0)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # The client hung up once it had seen enough, which is the point.
+        return response
+
+    return handler
+
+
 def error_chain(exc: BaseException) -> Iterator[BaseException]:
     """Yield ``exc`` and every exception reachable through ``__cause__`` and ``__context__``."""
     pending: list[BaseException] = [exc]
@@ -647,21 +668,7 @@ async def test_download_package_query_is_encoded(serve: Serve) -> None:
 
 async def test_device_list_larger_than_the_cap_is_refused_while_reading(serve: Serve) -> None:
     """A console streaming an endless device list cannot make us buffer all of it."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        try:
-            await response.write(b'{"devices": [')
-            for _ in range(64):
-                await response.write(b'{"id": "x"},' * 100)
-                await asyncio.sleep(0)
-            await response.write_eof()
-        except ConnectionError:
-            pass  # The client hung up once it had seen enough, which is the point.
-        return response
-
+    handler = streaming_handler(b'{"id": "x"},' * 100, start=b'{"devices": [')
     client = await serve(route("GET", "/device/list", handler), max_answer_bytes=4096)
 
     with pytest.raises(ConsoleResponseError, match="larger than 4096 bytes") as exc_info:
@@ -692,21 +699,7 @@ async def test_download_package_refuses_announced_oversize(serve: Serve) -> None
 
 async def test_download_package_refuses_streamed_oversize(serve: Serve) -> None:
     """Without Content-Length the cap is enforced while reading, not after."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        try:
-            for _ in range(64):
-                await response.write(b"q" * 1024)
-                await asyncio.sleep(0)
-            await response.write_eof()
-        except ConnectionError:
-            pass  # The client hung up once it had seen enough, which is the point.
-        return response
-
-    client = await serve(route("GET", "/packages/download", handler))
+    client = await serve(route("GET", "/packages/download", streaming_handler(b"q" * 1024)))
 
     with pytest.raises(ConsoleResponseError, match="larger than 4096 bytes") as exc_info:
         await client.download_package("f", DEVICE, max_bytes=4096)

@@ -242,7 +242,7 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
         """
         if (data_channel := _telemetry_channel(discovery_info)) is None:
             return self.async_abort(reason="not_insighio_device")
-        if self._project_followed(data_channel, None):
+        if self._channel_followed(data_channel):
             # Checked before the unique id: that check would record each device's topic on the
             # entry, a write for nearly every telemetry message of a project with many devices.
             # Rediscovery after the entry is deleted needs no record: telemetry keeps coming.
@@ -270,7 +270,7 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
                 errors,
             )
         ):
-            if self._project_followed(data_channel, None):
+            if self._channel_followed(data_channel):
                 # Another entry took the project while this form was open.
                 return self.async_abort(reason="already_configured")
             if not self._followed_channel_errors(channels, errors):
@@ -307,19 +307,16 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
         is not an abort (which would throw away what was typed).
         """
         for field, channel in zip((CONF_DATA_CHANNEL, CONF_CONTROL_CHANNEL), channels, strict=True):
-            if self._project_followed(channel, None, ignore=ignore):
+            if self._channel_followed(channel, ignore=ignore):
                 errors[field] = "channel_followed"
         return bool(errors)
 
-    def _project_followed(
-        self, data_channel: str, control_channel: str | None, *, ignore: str | None = None
-    ) -> bool:
-        """Return True when another entry follows one of the project's channels.
+    def _channel_followed(self, channel: str, *, ignore: str | None = None) -> bool:
+        """Return True when another entry follows the channel (data or control).
 
         A console entry follows the projects of the devices it lists (known once it is loaded);
         an MQTT-only entry the project it names. `ignore` is the entry being reconfigured.
         """
-        channels = {data_channel, control_channel} - {None}
         for entry in self.hass.config_entries.async_entries(DOMAIN):
             if entry.entry_id == ignore:
                 continue
@@ -330,7 +327,7 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
                 followed = runtime.coordinator.data_channels | runtime.coordinator.control_channels
             else:
                 continue
-            if channels & followed:
+            if channel in followed:
                 return True
         return False
 
@@ -483,10 +480,9 @@ class InsighioOtaConfigFlow(ConfigFlow, domain=DOMAIN):
         if entry.state is not ConfigEntryState.LOADED:
             return False
         runtime: InsighioOtaRuntimeData = entry.runtime_data
+        devices = runtime.coordinator.data
         open_updates = [
-            device.name
-            for device_id, device in runtime.coordinator.data.items()
-            if runtime.tracker.in_progress(device_id)
+            devices[device_id].name for device_id in runtime.tracker.devices_in_progress()
         ]
         if not open_updates:
             return False
@@ -599,17 +595,13 @@ def _field_errors(user_input: dict[str, Any]) -> dict[str, str]:
     for field, validator, error in (
         (ATTR_VERSION, VERSION_VALIDATOR, "invalid_version"),
         (ATTR_SW_COMMIT, SW_COMMIT_VALIDATOR, "invalid_sw_commit"),
+        (ATTR_SIZE, whole_number, "size_not_whole"),
     ):
         if field in user_input:
             try:
                 user_input[field] = validator(user_input[field])
             except probatio.Invalid:
                 errors[field] = error
-    if ATTR_SIZE in user_input:
-        try:
-            user_input[ATTR_SIZE] = whole_number(user_input[ATTR_SIZE])
-        except probatio.Invalid:
-            errors[ATTR_SIZE] = "size_not_whole"
     return errors
 
 
@@ -653,10 +645,9 @@ class InsighioOtaOptionsFlow(OptionsFlow):
         errors: dict[str, str] = {}
         if user_input is not None:
             window = {key: user_input.get(key) or None for key in _WINDOW}
-            counts: dict[str, int] = {}
             for key, *_ in _COUNTS:
                 try:
-                    counts[key] = whole_number(user_input[key])
+                    user_input[key] = whole_number(user_input[key])
                 except probatio.Invalid:
                     # 0.5 hours must not quietly become 0, which turns the guard off.
                     errors[key] = "not_whole"
@@ -665,7 +656,7 @@ class InsighioOtaOptionsFlow(OptionsFlow):
             if not errors:
                 settings: dict[str, Any] = {
                     CONF_NOTIFY_FAILURES: bool(user_input[CONF_NOTIFY_FAILURES]),
-                    **counts,
+                    **{key: user_input[key] for key, *_ in _COUNTS},
                     **window,
                 }
                 return self.async_create_entry(data={**self.config_entry.options, **settings})

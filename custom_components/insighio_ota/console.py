@@ -43,9 +43,8 @@ _API_KEY_TYPE: Final = 3
 API_TIMEOUT: Final = 10.0
 DOWNLOAD_TIMEOUT: Final = 60.0
 
-# Packages are read in chunks so that the size cap is enforced while reading, not after a
-# hostile or misconfigured server has already made us buffer an arbitrary amount of data.
-_DOWNLOAD_CHUNK_SIZE: Final = 64 * 1024
+# Answers and packages are read in chunks of this size (see `_read_capped`).
+_READ_CHUNK_SIZE: Final = 64 * 1024
 
 # The device list of 10,000 devices is about 20 MB of JSON (each device carries its metadata);
 # an answer larger than this is no console's, and reading it whole would cost Home Assistant
@@ -286,7 +285,7 @@ class ConsoleClient:
                 allow_redirects=False,
             ) as response:
                 _check_status(operation, response.status, expected)
-                raw = await self._read_capped(operation, response)
+                raw = await _read_capped(operation, response, self._max_answer_bytes, "answer")
         except TimeoutError:
             failure = ConsoleConnectionError(f"{operation}: the console did not answer in time")
         except aiohttp.ClientError:
@@ -300,18 +299,6 @@ class ConsoleClient:
             # RecursionError: JSON nested deeper than the parser's stack is no answer either.
             pass
         raise ConsoleResponseError(f"{operation}: the console did not answer with JSON")
-
-    async def _read_capped(self, operation: str, response: aiohttp.ClientResponse) -> bytes:
-        """Return the body of a JSON answer; raise when it grows past `max_answer_bytes`."""
-        body = bytearray()
-        async for chunk in response.content.iter_chunked(_DOWNLOAD_CHUNK_SIZE):
-            body += chunk
-            if len(body) > self._max_answer_bytes:
-                raise ConsoleResponseError(
-                    f"{operation}: the answer is larger than {self._max_answer_bytes} bytes",
-                    status=response.status,
-                )
-        return bytes(body)
 
     async def login(self, email: str, password: str) -> str:
         """Exchange the user's email and password for a login token (valid for hours).
@@ -400,10 +387,10 @@ class ConsoleClient:
         """Download package ``file_id`` the way ``device`` would, and measure it.
 
         The endpoint is authenticated by the device's id, key and control channel, so the
-        result is exactly what that device would receive. The body is read in chunks and
-        hashed as it arrives; more than ``max_bytes`` raises :class:`ConsoleResponseError`
-        without reading the rest. An empty body is refused too: the firmware cannot apply it
-        and an OTA request must announce a size greater than zero.
+        result is exactly what that device would receive. The body is read in chunks; more
+        than ``max_bytes`` raises :class:`ConsoleResponseError` without reading the rest. An
+        empty body is refused too: the firmware cannot apply it and an OTA request must announce
+        a size greater than zero.
         """
         if not file_id:
             raise ValueError("file_id must not be empty")
@@ -416,9 +403,6 @@ class ConsoleClient:
         # The device sends no Accept-Encoding, so it receives the bytes as stored. Asking for
         # "identity" keeps a compressing proxy from changing the size and hash we measure.
         headers = {"Accept-Encoding": "identity"}
-        digest = hashlib.sha256()
-        chunks: list[bytes] = []
-        size = 0
         failure: ConsoleError | None = None
         try:
             async with self._session.get(
@@ -440,15 +424,7 @@ class ConsoleClient:
                         f"{operation}: the package is larger than {max_bytes} bytes",
                         status=response.status,
                     )
-                async for chunk in response.content.iter_chunked(_DOWNLOAD_CHUNK_SIZE):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise ConsoleResponseError(
-                            f"{operation}: the package is larger than {max_bytes} bytes",
-                            status=response.status,
-                        )
-                    digest.update(chunk)
-                    chunks.append(chunk)
+                content = await _read_capped(operation, response, max_bytes, "package")
         except TimeoutError:
             failure = ConsoleConnectionError(f"{operation}: the console did not answer in time")
         except aiohttp.ClientError:
@@ -456,9 +432,29 @@ class ConsoleClient:
         # Raised here, after the except blocks: the aiohttp error holds the URL and its key.
         if failure is not None:
             raise failure
-        if size == 0:
+        if not content:
             raise ConsoleResponseError(f"{operation}: the package is empty")
-        return PackageDownload(size=size, sha256=digest.hexdigest(), content=b"".join(chunks))
+        return PackageDownload(
+            size=len(content), sha256=hashlib.sha256(content).hexdigest(), content=content
+        )
+
+
+async def _read_capped(
+    operation: str, response: aiohttp.ClientResponse, max_bytes: int, what: str
+) -> bytes:
+    """Return a response's body, read in chunks; raise once it grows past `max_bytes`.
+
+    The cap is enforced while reading, not after a hostile or misconfigured server has made us
+    buffer an arbitrary amount of data.
+    """
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(_READ_CHUNK_SIZE):
+        body += chunk
+        if len(body) > max_bytes:
+            raise ConsoleResponseError(
+                f"{operation}: the {what} is larger than {max_bytes} bytes", status=response.status
+            )
+    return bytes(body)
 
 
 def _announced_length(headers: Mapping[str, str]) -> int:

@@ -314,8 +314,7 @@ class InsighioOtaJobsPendingSensor(InsighioOtaFleetSensor):
         super().__init__(entry, "jobs_pending")
 
     def _counted(self) -> list[str]:
-        tracker = self.runtime_data.tracker
-        return [device_id for device_id in self.coordinator.data if tracker.in_progress(device_id)]
+        return self.runtime_data.tracker.devices_in_progress()
 
 
 class InsighioOtaJobsFailedSensor(InsighioOtaFleetSensor):

@@ -283,6 +283,10 @@ class OtaTracker:
         job = self._jobs.get(device_id)
         return job is not None and job.is_open
 
+    def devices_in_progress(self) -> list[str]:
+        """Return the listed devices that have an open job."""
+        return [device_id for device_id in self._devices() if self.in_progress(device_id)]
+
     def installed_version(self, device_id: str) -> str | None:
         """Return the label of the confirmed package, else `<branch>@<commit>` from /stat."""
         facts = self._facts.get(device_id)
